@@ -1,0 +1,68 @@
+"""Quantlight's command line: LightningCLI with the model and data chosen by ``class_path``.
+
+python cli.py fit -c configs/mnist_logistic.yaml
+python cli.py test -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from errors import QuantlightError
+from modules import ClassifierModule
+
+
+class QuantlightCLI(LightningCLI):
+    """LightningCLI that links data shapes into the model and tests the best checkpoint after fit.
+
+    Args:
+        args: Command-line arguments (``sys.argv[1:]`` when ``None``).
+        run: Run the subcommand; ``False`` only instantiates (used by tests and tools).
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            ClassifierModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,  # optimizer and scheduler are model arguments
+            save_config_kwargs={"overwrite": True},  # resuming into an existing run directory
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The datamodule knows its feature width and class count; the model never repeats them.
+        parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, evaluate the best checkpoint on the test split and log test/acc.",
+        )
+
+    def after_fit(self) -> None:
+        if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+
+
+def _best_or_last(trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return "best" if callback is not None and callback.best_model_path else None
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        QuantlightCLI(args)
+    except QuantlightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

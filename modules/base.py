@@ -1,0 +1,96 @@
+"""Shared LightningModule for every Quantlight classifier.
+
+Subclasses build a plain ``nn.Module`` in ``self.net`` (the quantizers work on that) and
+inherit the loss, torchmetrics accuracy, namespaced logging and optimizer wiring.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class ClassifierModule(LightningModule):
+    """Cross-entropy classifier around ``self.net`` (a plain ``nn.Module``: logits out).
+
+    Args:
+        num_classes: Number of output classes.
+        optimizer: Optimizer factory, ``params -> Optimizer`` (a ``class_path`` in YAML).
+        lr_scheduler: Optional scheduler factory, ``optimizer -> LRScheduler``; stepped per epoch.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"Expected `num_classes` >= 2, got {num_classes}.")
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, input_dim) -> (B, num_classes)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(
+                f"Training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                "Lower the learning rate or check the inputs; the best checkpoint so far is kept."
+            )
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities, (B, num_classes); a batch may be ``(x, y)`` or ``x``."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=-1)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, acc: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        acc.update(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log(f"{stage}/acc", acc, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Under the CLI the optimizer hparams are plain config dicts; built in Python they are
+        # callables, which `torch.load(weights_only=True)` would refuse: keep only plain data.
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in ("optimizer", "lr_scheduler"):
+            if callable(hparams.get(key)):
+                del hparams[key]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer)}}
