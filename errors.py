@@ -15,3 +15,7 @@ class DataError(QuantlightError):
 
 class CheckpointError(QuantlightError):
     """A checkpoint is missing, unreadable, or belongs to another model or data setup."""
+
+
+class NonFiniteLossError(QuantlightError):
+    """Training produced a NaN or infinite loss; checkpoints written before it are kept."""

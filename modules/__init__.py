@@ -1,6 +1,6 @@
 """Models: plain ``nn.Module`` bodies (``model.net``) trained by a shared LightningModule."""
 
-from modules.base import ClassifierModule, NonFiniteLossError
+from modules.base import ClassifierModule
 from modules.logistic import LogisticRegression
 
-__all__ = ["ClassifierModule", "LogisticRegression", "NonFiniteLossError"]
+__all__ = ["ClassifierModule", "LogisticRegression"]

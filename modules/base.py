@@ -7,17 +7,18 @@ inherit the loss, torchmetrics accuracy, namespaced logging and optimizer wiring
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+from errors import NonFiniteLossError
 
 
 class ClassifierModule(LightningModule):
@@ -42,6 +43,7 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"Expected `num_classes` >= 2, got {num_classes}.")
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -58,10 +60,15 @@ class ClassifierModule(LightningModule):
                 f"Training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
                 "Lower the learning rate or check the inputs; the best checkpoint so far is kept."
             )
+        # Metrics accumulate per step and are logged once per epoch: a `self.log` call costs
+        # more than the whole step of a small model.
+        self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss)
+        self.log("train/acc", self.train_acc)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_acc)
@@ -82,6 +89,7 @@ class ClassifierModule(LightningModule):
         self.log(f"{stage}/acc", acc, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = collect_rng_states()
         # Under the CLI the optimizer hparams are plain config dicts; built in Python they are
         # callables, which `torch.load(weights_only=True)` would refuse: keep only plain data.
         hparams = checkpoint.get("hyper_parameters", {})
@@ -89,8 +97,44 @@ class ClassifierModule(LightningModule):
             if callable(hparams.get(key)):
                 del hparams[key]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Applied when the resumed epoch starts, after the sanity check has drawn from the RNG:
+        # the resumed run then draws exactly what the uninterrupted run drew.
+        self._pending_rng_states = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        if getattr(self, "_pending_rng_states", None) is not None:
+            restore_rng_states(self._pending_rng_states)
+            self._pending_rng_states = None
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer)}}
+
+
+def collect_rng_states() -> dict:
+    """Torch, NumPy and Python RNG states as plain tensors and ints (``weights_only``-loadable)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    """Inverse of :func:`collect_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    np_state = states["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached"]))
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
