@@ -1,0 +1,61 @@
+"""Exact resume: a run SIGKILLed after epoch k and resumed from last.ckpt ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_cli import REPO, checkpoint_callback_args, mnist_args
+
+
+def run_cli(*args: str, expect_kill: bool = False) -> None:
+    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    expected = -signal.SIGKILL if expect_kill else 0
+    assert proc.returncode == expected, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_uninterrupted(mnist_root: Path, tmp_path: Path):
+    def args(out: Path, *extra: str) -> list[str]:
+        return [
+            "fit", *mnist_args(mnist_root, out, "--trainer.max_epochs", "4", "--data.batch_size", "32"),
+            *checkpoint_callback_args(out), "--test_after_fit", "false", *extra,
+        ]  # fmt: skip
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run_cli(*args(whole))
+    kill = ["--trainer.callbacks+=tests.faults.KillAtEpoch", "--trainer.callbacks.epoch=2"]
+    run_cli(*args(broken, *kill), expect_kill=True)
+    last = broken / "ckpt" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # died after two whole epochs
+    run_cli(*args(broken, "--ckpt_path", str(last)))
+
+    expected = torch.load(whole / "ckpt" / "last.ckpt", weights_only=True)
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == expected["epoch"] == 3
+    assert resumed["global_step"] == expected["global_step"]
+    assert expected["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    momentum = [[s["momentum_buffer"] for s in c["optimizer_states"][0]["state"].values()] for c in (expected, resumed)]
+    assert len(momentum[0]) == len(momentum[1]) == 2
+    assert all(torch.equal(a, b) for a, b in zip(*momentum, strict=True))
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_best_checkpoint(mnist_root: Path, tmp_path: Path):
+    args = [
+        "fit", *mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "3"), *checkpoint_callback_args(tmp_path),
+        "--trainer.callbacks+=tests.faults.PoisonAtEpoch", "--trainer.callbacks.epoch=1",
+    ]  # fmt: skip
+    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: Training loss became nan at epoch 1, step 4.")
+    best = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in best["state_dict"].values())
