@@ -1,0 +1,81 @@
+"""Checks on a checkpoint before Lightning loads it, so a wrong file ends in one clear line.
+
+Lightning's own failures for these cases are tracebacks deep in ``torch.load`` or
+``load_state_dict``; these functions name the file, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from errors import CheckpointError
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a Lightning checkpoint with ``weights_only=True``, or raise :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} not found. Pass an existing .ckpt file to --ckpt_path.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        reason = next((line.strip() for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+        reason = "".join(c if c.isprintable() else "?" for c in reason)[:120]
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be loaded safely: it is corrupted or holds objects that are not plain "
+            f"tensors or data ({reason}). Use a checkpoint written by fit, from a source you trust."
+        ) from err
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"Checkpoint {path} is truncated or corrupted ({str(err).splitlines()[0]}). "
+            "Use another checkpoint, e.g. the run's best.ckpt or last.ckpt."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict). Pass a .ckpt written by fit.")
+    return checkpoint
+
+
+def check_checkpoint_matches(path: str | os.PathLike, checkpoint: dict, model: torch.nn.Module) -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model`` as it is configured."""
+    hparams = checkpoint.get("hyper_parameters", {})
+    expected = f"{type(model).__module__}.{type(model).__qualname__}"
+    found = hparams.get("_class_path")
+    if found is not None and found.rsplit(".", 1)[-1] != type(model).__qualname__:
+        raise CheckpointError(
+            f"Checkpoint {path} was trained with {found}, but the config builds {expected}. "
+            "Use the config the checkpoint was trained with."
+        )
+    own = model.state_dict()
+    theirs = checkpoint["state_dict"]
+    missing = sorted(set(own) - set(theirs))
+    if missing:
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit {expected}: it lacks {', '.join(missing[:3])}. "
+            "Use the config the checkpoint was trained with."
+        )
+    for key, tensor in own.items():
+        if theirs[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"Checkpoint {path} does not fit the data: {key} has shape {tuple(theirs[key].shape)}, "
+                f"the model built for this data has {tuple(tensor.shape)} (input width or class count differ). "
+                "Use the data and vectorizer settings the checkpoint was trained with."
+            )
+
+
+def run_version(ckpt_path: str | os.PathLike) -> str | None:
+    """The run directory name (``version_N``) a checkpoint was written in, if it sits in ``<run>/checkpoints/``.
+
+    Example:
+        >>> run_version("runs/mnist_logistic/version_3/checkpoints/last.ckpt")
+        'version_3'
+        >>> run_version("elsewhere/model.ckpt") is None
+        True
+    """
+    path = Path(ckpt_path)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else None

@@ -1,0 +1,81 @@
+"""Checkpoint checks: every way a --ckpt_path can be wrong ends in one CheckpointError naming the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from errors import CheckpointError
+from modules import LogisticRegression
+from modules.checkpoints import check_checkpoint_matches, read_checkpoint
+
+
+def save_checkpoint(path, model, class_path="modules.LogisticRegression"):
+    hparams = {"_class_path": class_path, **{k: model.hparams[k] for k in ("input_dim", "num_classes")}}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams, "epoch": 0}, path)
+    return path
+
+
+@pytest.fixture
+def good(tmp_path):
+    return save_checkpoint(tmp_path / "good.ckpt", LogisticRegression(input_dim=784, num_classes=10))
+
+
+def test_good_checkpoint_loads_and_matches(good):
+    checkpoint = read_checkpoint(good)
+    check_checkpoint_matches(good, checkpoint, LogisticRegression(input_dim=784, num_classes=10))
+    assert checkpoint["state_dict"]["net.weight"].shape == (10, 784)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope.ckpt not found. Pass an existing .ckpt file"):
+        read_checkpoint(tmp_path / "nope.ckpt")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.01], ids=["half", "header-only"])
+def test_truncated(good, keep):
+    data = good.read_bytes()
+    good.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=r"good.ckpt is truncated or corrupted \(.+\)\. Use another checkpoint"):
+        read_checkpoint(good)
+
+
+def test_corrupted_bytes(good):
+    data = bytearray(good.read_bytes())
+    data[100:400] = bytes(300)
+    good.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"(truncated or corrupted|cannot be loaded safely: it is corrupted)"):
+        read_checkpoint(good)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": LogisticRegression}, path)
+    with pytest.raises(CheckpointError, match=r"cannot be loaded safely: .*GLOBAL modules.logistic"):
+        read_checkpoint(path)
+
+
+def test_not_a_lightning_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"net.weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match=r"is not a Lightning checkpoint \(no state_dict\)"):
+        read_checkpoint(path)
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    path = save_checkpoint(tmp_path / "mlp.ckpt", LogisticRegression(), class_path="modules.MLP")
+    with pytest.raises(CheckpointError, match=r"trained with modules.MLP, but the config builds .*LogisticRegression"):
+        check_checkpoint_matches(path, read_checkpoint(path), LogisticRegression())
+
+
+def test_input_width_mismatch(tmp_path):
+    path = save_checkpoint(tmp_path / "narrow.ckpt", LogisticRegression(input_dim=100))
+    with pytest.raises(CheckpointError, match=r"net.weight has shape \(10, 100\), the model .* has \(10, 784\)"):
+        check_checkpoint_matches(path, read_checkpoint(path), LogisticRegression(input_dim=784))
+
+
+def test_missing_weights(tmp_path):
+    path = tmp_path / "empty.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, path)
+    with pytest.raises(CheckpointError, match=r"lacks net.bias, net.weight"):
+        check_checkpoint_matches(path, read_checkpoint(path), LogisticRegression())
