@@ -1,0 +1,146 @@
+"""Measure quantized artifacts side by side: size, accuracy, agreement with fp32, latency.
+
+Every method is measured from the bytes it would ship, loaded back the way a user loads it,
+on the same evaluation batches and the same latency inputs. The benchmark script and the
+callback both call :func:`measure_methods`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from callbacks.quant_artifacts import Runner, runner_from_bytes
+from callbacks.quant_methods import BASELINE, Artifact, check_methods, quantize
+from callbacks.quant_torch import QuantOptions
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, input_dim) features, (B,) labels
+_BLOCK_S = 0.002  # each latency sample averages the calls that fit in ~2 ms
+_MIN_SAMPLES = 5
+_WARMUP_CALLS = 3
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How latency is measured.
+
+    Args:
+        latency_batch_sizes: Batch sizes to time, each on the first rows of the evaluation data.
+        num_threads: torch and ONNX Runtime intra-op threads while timing (restored afterwards).
+        min_run_time_s: Seconds of timed calls per method and batch size (at least 5 samples).
+    """
+
+    latency_batch_sizes: tuple[int, ...] = (1, 256)
+    num_threads: int = 1
+    min_run_time_s: float = 0.2
+
+
+def time_calls(runner: Runner, x: torch.Tensor, num_threads: int, min_run_time_s: float) -> dict[str, float]:
+    """Median and p90 milliseconds per ``runner.run`` call on ``x``, after a warm-up.
+
+    ``Timer.blocked_autorange`` returns a few long blocks, too few for a p90; here a
+    ``torch.utils.benchmark.Timer`` times many short blocks instead (each sample is the mean of
+    the calls in ~2 ms). The input is prepared (cast, made contiguous) once, outside the timing.
+    """
+    prepared = runner.prepare(x)
+    timer = benchmark.Timer("run(x)", globals={"run": runner.run, "x": prepared}, num_threads=num_threads)
+    with torch.inference_mode():
+        per_call = timer.timeit(_WARMUP_CALLS).mean  # seconds per call; also the warm-up
+        number = max(1, int(_BLOCK_S / max(per_call, 1e-9)))
+        samples: list[float] = []
+        while sum(samples) * number < min_run_time_s or len(samples) < _MIN_SAMPLES:
+            samples.append(timer.timeit(number).mean)
+    p90 = statistics.quantiles(samples, n=10, method="inclusive")[-1]
+    return {"median": statistics.median(samples) * 1e3, "p90": p90 * 1e3}
+
+
+def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The first ``n`` rows of ``features`` per batch size, repeated when there are fewer rows."""
+    inputs = {}
+    for n in batch_sizes:
+        repeats = math.ceil(n / len(features))
+        inputs[n] = features.repeat(repeats, 1)[:n].contiguous()  # (n, input_dim)
+    return inputs
+
+
+def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
+    """Predicted classes over all ``batches`` and their accuracy (torchmetrics, micro)."""
+    logits = torch.cat([runner.logits(x) for x, _ in batches])  # (N, num_classes)
+    labels = torch.cat([y for _, y in batches])
+    accuracy = multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro")
+    return logits.argmax(dim=1), float(accuracy)
+
+
+def measure_artifact(
+    artifact: Artifact, batches: Sequence[Batch], inputs: dict[int, torch.Tensor], settings: MeasureSettings
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """One report row (without the comparison to fp32) and the artifact's predictions."""
+    runner = runner_from_bytes(artifact.data, artifact.suffix, settings.num_threads)
+    predictions, accuracy = predict(runner, batches)
+    latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
+    row = {
+        "method": artifact.method,
+        "artifact": f"{artifact.method}{artifact.suffix}",
+        "size_bytes": artifact.size_bytes,
+        "accuracy": accuracy,
+        "latency_ms": latency,
+        "threads": settings.num_threads,
+        **artifact.info,
+    }
+    return row, predictions
+
+
+def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
+    """Add size ratio, accuracy delta (percentage points), agreement and speedups against fp32.
+
+    ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's.
+    """
+    speedup = {n: baseline["latency_ms"][n]["median"] / t["median"] for n, t in row["latency_ms"].items()}
+    return row | {
+        "size_ratio": baseline["size_bytes"] / row["size_bytes"],
+        "accuracy_delta": (row["accuracy"] - baseline["accuracy"]) * 100,
+        "agreement": agreement,
+        "speedup": speedup,
+        "slower_than_fp32": [int(n) for n, s in speedup.items() if s < 1],
+    }
+
+
+def measure_methods(
+    net: nn.Module,
+    methods: Sequence[str],
+    batches: Sequence[Batch],
+    settings: MeasureSettings,
+    options: QuantOptions,
+) -> tuple[list[dict[str, Any]], list[Artifact]]:
+    """Quantize a read-only ``net`` with each method (fp32 first) and measure every artifact.
+
+    Args:
+        net: The plain fp32 ``nn.Module`` (logits out).
+        methods: Registry names; fp32 is added as the baseline.
+        batches: Evaluation batches, the same for every method.
+        settings: Latency batch sizes, threads and run time.
+        options: Method settings (fixed-scale bits, calibration batches).
+
+    Returns:
+        The report rows, in method order, and the artifacts they were measured from.
+    """
+    inputs = latency_inputs(torch.cat([x for x, _ in batches]), settings.latency_batch_sizes)
+    rows, artifacts = [], []
+    baseline, baseline_predictions = {}, torch.empty(0)
+    for method in check_methods(methods):
+        artifact = quantize(net, method, options)
+        row, predictions = measure_artifact(artifact, batches, inputs, settings)
+        if method == BASELINE:
+            baseline, baseline_predictions = row, predictions
+        agreement = float((predictions == baseline_predictions).float().mean())
+        rows.append(compare_to_baseline(row, baseline, agreement))
+        artifacts.append(artifact)
+    return rows, artifacts
