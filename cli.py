@@ -2,6 +2,7 @@
 
 python cli.py fit -c configs/mnist_logistic.yaml
 python cli.py test -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoints/last.ckpt
+python cli.py quantize -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoints/best.ckpt
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import sys
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.quant_trainer import QuantlightTrainer
 from errors import QuantlightError
 from modules import ClassifierModule
+from modules.checkpoints import read_checkpoint
 
 
 class QuantlightCLI(LightningCLI):
     """LightningCLI that links data shapes into the model and tests the best checkpoint after fit.
+
+    Adds the ``quantize`` subcommand: the post-training quantization report on ``--ckpt_path``.
 
     Args:
         args: Command-line arguments (``sys.argv[1:]`` when ``None``).
@@ -29,11 +34,24 @@ class QuantlightCLI(LightningCLI):
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            trainer_class=QuantlightTrainer,
             auto_configure_optimizers=False,  # optimizer and scheduler are model arguments
             save_config_kwargs={"overwrite": True},  # resuming into an existing run directory
             args=args,
             run=run,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return LightningCLI.subcommands() | {"quantize": {"model", "datamodule"}}
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters before anything else: check the file first,
+        # so a missing, unsafe or corrupted one is a one-line CheckpointError, not a torch.load traceback.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if ckpt_path:
+            read_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The datamodule knows its feature width and class count; the model never repeats them.

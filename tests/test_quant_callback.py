@@ -1,0 +1,165 @@
+"""PostTrainingQuantization in a real fit, and ``cli.py quantize``, on tiny synthetic MNIST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks import PostTrainingQuantization, load_artifact
+from callbacks.quant_methods import METHODS
+from callbacks.quantization import load_net
+from cli import main
+from datamodules import MNISTDataModule
+from errors import CheckpointError
+from modules import LogisticRegression
+from tests.test_cli import checkpoint_callback_args, mnist_args
+
+ROW_KEYS = {"method", "size_bytes", "size_ratio", "accuracy", "accuracy_delta", "agreement", "latency_ms", "speedup"}
+ROW_KEYS |= {"threads", "slower_than_fp32", "artifact"}
+FAST = {"latency_batch_sizes": [1, 8], "min_run_time_s": 0.005, "calibration_batches": 2}
+
+
+class StateAtFitEnd(Callback):
+    """Snapshot of the live module's weights just before the quantization callback runs."""
+
+    def on_fit_end(self, trainer, pl_module):
+        self.state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+def datamodule(root: Path) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(root), download=False, val_size=100, batch_size=64)
+
+
+def fit(root: Path, out: Path, *callbacks: Callback, **trainer_args) -> tuple[Trainer, LogisticRegression]:
+    model = LogisticRegression(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    trainer = Trainer(
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **trainer_args,
+    )
+    trainer.fit(model, datamodule=datamodule(root))
+    return trainer, model
+
+
+@pytest.mark.slow
+def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
+    snapshot = StateAtFitEnd()
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="val/acc", mode="max", filename="best")
+    trainer, model = fit(
+        mnist_root,
+        tmp_path,
+        snapshot,
+        PostTrainingQuantization(**FAST),
+        checkpoint,
+        logger=TensorBoardLogger(tmp_path, name="run"),
+        max_epochs=2,
+        limit_train_batches=3,
+    )
+    log_dir = Path(trainer.logger.log_dir)
+    rows = json.loads((log_dir / "quantization" / "report.json").read_text())
+    assert [row["method"] for row in rows] == list(METHODS)
+    assert all(set(row) >= ROW_KEYS for row in rows)
+    assert all(set(row["latency_ms"]) == {"1", "8"} for row in rows)
+    assert "saturated_fraction" in rows[list(METHODS).index("fixed_scale_int8")]
+    assert (log_dir / "quantization" / "report.md").read_text().startswith("# Quantization report")
+
+    # The live module is untouched, and fp32 is the best checkpoint, as `trainer.test` sees it.
+    assert all(torch.equal(snapshot.state[k], v) for k, v in model.state_dict().items())
+    test_acc = trainer.test(model, datamodule=datamodule(mnist_root), ckpt_path="best", verbose=False)[0]["test/acc"]
+    assert rows[0]["accuracy"] == pytest.approx(test_acc, abs=1e-6)
+
+    # Each artifact loads back (weights only / ONNX) and predicts what was measured.
+    x = torch.cat([x for x, _ in trainer.datamodule.test_dataloader()])
+    fp32 = load_artifact(log_dir / "quantization" / "fp32.pt").logits(x).argmax(1)
+    for row in rows:
+        predictions = load_artifact(log_dir / "quantization" / row["artifact"]).logits(x).argmax(1)
+        assert (predictions == fp32).float().mean().item() == pytest.approx(row["agreement"])
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for method in METHODS:
+        for tag in ("size_bytes", "size_ratio", "accuracy", "latency_ms_bs1", "latency_ms_bs8", "speedup_bs1"):
+            assert f"quant/{method}/{tag}" in scalars
+    assert "quant/report/text_summary" in events.Tags()["tensors"]
+    assert "quant/comparison" in events.Tags()["images"]
+    hparams = EventAccumulator(str(log_dir / "quant_hparams" / "dynamic_int8"))
+    hparams.Reload()
+    assert "_hparams_/session_start_info" in hparams.PluginTagToContent("hparams")
+
+
+def test_fast_dev_run_falls_back_to_final_weights(mnist_root, tmp_path):
+    snapshot = StateAtFitEnd()
+    callback = PostTrainingQuantization(methods=["dynamic_int8", "onnx_static_int8"], **FAST)
+    with pytest.warns(UserWarning, match=r"No best checkpoint \(fast_dev_run saves none\)"):
+        _, model = fit(
+            mnist_root, tmp_path, snapshot, callback, fast_dev_run=True, logger=False, default_root_dir=tmp_path
+        )
+    rows = json.loads((tmp_path / "quantization" / "report.json").read_text())
+    assert [row["method"] for row in rows] == ["fp32", "dynamic_int8", "onnx_static_int8"]
+    assert all(torch.equal(snapshot.state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_quantize_subcommand_reports_on_a_checkpoint(mnist_root, tmp_path):
+    ckpt_args = checkpoint_callback_args(tmp_path)
+    main(
+        ["fit", *mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false", *ckpt_args)]
+    )
+    quant_args = [
+        "--trainer.callbacks+=callbacks.PostTrainingQuantization",
+        "--trainer.callbacks.methods=[dynamic_int8, onnx_dynamic_int8]",
+        "--trainer.callbacks.latency_batch_sizes=[1]",
+        "--trainer.callbacks.min_run_time_s=0.005",
+    ]
+    best = tmp_path / "ckpt" / "best.ckpt"
+    main(["quantize", *mnist_args(mnist_root, tmp_path, *quant_args), "--ckpt_path", str(best)])
+    (report,) = tmp_path.glob("mnist_logistic/version_*/quantization/report.json")
+    rows = json.loads(report.read_text())
+    assert [row["method"] for row in rows] == ["fp32", "dynamic_int8", "onnx_dynamic_int8"]
+    assert rows[0]["accuracy"] > 0.9  # the synthetic digits are easy
+    assert all(row["accuracy_delta"] > -5 for row in rows)
+
+
+def test_quantize_without_checkpoint_is_one_line_error(mnist_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", *mnist_args(mnist_root, tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: `quantize` needs a checkpoint")
+
+
+def test_quantize_unreadable_checkpoint_is_one_line_error(mnist_root, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"error: Checkpoint {bad} cannot be loaded safely")
+    assert "Traceback" not in err
+
+
+def test_unknown_method_in_config_fails_before_training(mnist_root, tmp_path, capsys):
+    args = ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[int3]"]
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *mnist_args(mnist_root, tmp_path, *args)])
+    assert exc.value.code == 2
+    assert "int3" in capsys.readouterr().err
+    assert not list(tmp_path.glob("mnist_logistic/version_*/checkpoints"))
+
+
+def test_checkpoint_of_another_model_is_rejected(tmp_path):
+    ckpt = tmp_path / "wide.ckpt"
+    torch.save({"state_dict": LogisticRegression(input_dim=100, num_classes=10).state_dict()}, ckpt)
+    model = LogisticRegression(input_dim=784, num_classes=10)
+    with pytest.raises(CheckpointError, match=r"does not fit the data: net\.weight has shape \(10, 100\)"):
+        load_net(model, str(ckpt))
