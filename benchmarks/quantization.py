@@ -1,0 +1,80 @@
+"""Every quantization method side by side on the text MLP (5000-512-256-128-64-2) and MNIST logistic regression.
+
+Random weights and inputs (TF-IDF-like sparse non-negative rows for the MLP), so accuracy is not
+meaningful here: size, latency, speedup and agreement with fp32 are. The measurement is the one
+the PostTrainingQuantization callback runs (``callbacks.quant_measure.measure_methods``).
+
+    python benchmarks/quantization.py [--num-threads 1] [--min-run-time-s 0.2] [--batch-sizes 1 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
+
+from callbacks.quant_measure import MeasureSettings, measure_methods
+from callbacks.quant_methods import METHODS
+from callbacks.quant_report import markdown_table
+from callbacks.quant_torch import QuantOptions
+
+
+def text_mlp() -> nn.Sequential:
+    """The text classifier's plain body: 5000 TF-IDF features -> 512 -> 256 -> 128 -> 64 -> 2 logits."""
+    sizes = [5000, 512, 256, 128, 64]
+    layers: list[nn.Module] = []
+    for width_in, width_out in itertools.pairwise(sizes):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], 2)).eval()
+
+
+def sparse_rows(n: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Non-negative rows with ~1% non-zeros, like TF-IDF vectors of short texts, (n, width)."""
+    mask = torch.rand(n, width, generator=generator) < 0.01
+    return torch.rand(n, width, generator=generator) * mask
+
+
+def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, settings: MeasureSettings) -> None:
+    labels = torch.randint(0, classes, (len(features),), generator=torch.Generator().manual_seed(1))
+    batches = [(features[i : i + 256], labels[i : i + 256]) for i in range(0, len(features), 256)]
+    options = QuantOptions(calibration=[features[i : i + 64] for i in range(0, 256, 64)])
+    start = time.perf_counter()
+    rows, _ = measure_methods(net, list(METHODS), batches, settings, options)
+    seconds = time.perf_counter() - start
+    print(f"\n## {name}: {len(rows)} methods measured in {seconds:.1f} s\n")
+    print(markdown_table(rows))
+    int8 = [row for row in rows if "int8" in row["method"]]
+    fastest = max(int8, key=lambda row: row["speedup"]["1"]) if "1" in rows[0]["speedup"] else None
+    print(f"smallest int8 size ratio (fp32/int8): {min(row['size_ratio'] for row in int8):.2f}x")
+    if fastest is not None:
+        print(f"fastest int8 at batch 1: {fastest['method']}, {fastest['speedup']['1']:.2f}x torch fp32 eager")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
+    parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per method and batch size")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="latency batch sizes")
+    args = parser.parse_args()
+    settings = MeasureSettings(tuple(args.batch_sizes), args.num_threads, args.min_run_time_s)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    benchmark("Text MLP 5000-512-256-128-64-2", text_mlp(), sparse_rows(512, 5000, generator), 2, settings)
+    benchmark(
+        "Logistic regression 784-10",
+        nn.Linear(784, 10).eval(),
+        torch.randn(512, 784, generator=generator),
+        10,
+        settings,
+    )
+
+
+if __name__ == "__main__":
+    main()
