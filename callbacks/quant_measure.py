@@ -71,9 +71,25 @@ def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[i
     return inputs
 
 
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a dense tensor: sparse batches (TF-IDF) are densified, as a deployed model receives them."""
+    return x if x.layout == torch.strided else x.to_dense()
+
+
+def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
+    """The first ``n`` rows of the batches' inputs (fewer when there are fewer), dense."""
+    rows, count = [], 0
+    for x, _ in batches:
+        rows.append(dense(x))
+        count += len(rows[-1])
+        if count >= n:
+            break
+    return torch.cat(rows)[:n]
+
+
 def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
     """Predicted classes over all ``batches`` and their accuracy (torchmetrics, micro)."""
-    logits = torch.cat([runner.logits(x) for x, _ in batches])  # (N, num_classes)
+    logits = torch.cat([runner.logits(dense(x)) for x, _ in batches])  # (N, num_classes)
     labels = torch.cat([y for _, y in batches])
     accuracy = multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro")
     return logits.argmax(dim=1), float(accuracy)
@@ -125,14 +141,14 @@ def measure_methods(
     Args:
         net: The plain fp32 ``nn.Module`` (logits out).
         methods: Registry names; fp32 is added as the baseline.
-        batches: Evaluation batches, the same for every method.
+        batches: Evaluation batches, the same for every method (sparse inputs are densified per batch).
         settings: Latency batch sizes, threads and run time.
         options: Method settings (fixed-scale bits, calibration batches).
 
     Returns:
         The report rows, in method order, and the artifacts they were measured from.
     """
-    inputs = latency_inputs(torch.cat([x for x, _ in batches]), settings.latency_batch_sizes)
+    inputs = latency_inputs(first_rows(batches, max(settings.latency_batch_sizes)), settings.latency_batch_sizes)
     rows, artifacts = [], []
     baseline, baseline_predictions = {}, torch.empty(0)
     for method in check_methods(methods):

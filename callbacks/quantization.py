@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.quant_artifacts import save_artifact
-from callbacks.quant_measure import Batch, MeasureSettings, measure_methods
+from callbacks.quant_measure import Batch, MeasureSettings, dense, measure_methods
 from callbacks.quant_methods import METHODS, NEEDS_CALIBRATION, check_methods
 from callbacks.quant_report import log_tensorboard, markdown_table, write_report
 from callbacks.quant_torch import QuantOptions
@@ -172,7 +172,7 @@ def test_batches(datamodule: LightningDataModule) -> list[Batch]:
 def training_inputs(datamodule: LightningDataModule, num_batches: int) -> list[torch.Tensor]:
     """The inputs of the first ``num_batches`` training batches, for calibration."""
     datamodule.setup("fit")
-    return [x.cpu() for x, _ in islice(datamodule.train_dataloader(), num_batches)]
+    return [dense(x.cpu()) for x, _ in islice(datamodule.train_dataloader(), num_batches)]
 
 
 def report_root(trainer: Trainer) -> str:

@@ -162,6 +162,17 @@ def test_measure_methods_rows(inputs, options):
         assert row["slower_than_fp32"] == [int(n) for n, s in row["speedup"].items() if s < 1]
 
 
+def test_sparse_batches_are_measured_dense(inputs, options):
+    labels = torch.arange(16) % 4
+    dense_batches = [(inputs[:16], labels), (inputs[16:], labels)]
+    sparse_batches = [(x.to_sparse(), y) for x, y in dense_batches]  # COO, as the text datamodule serves
+    settings = MeasureSettings(latency_batch_sizes=(2,), num_threads=1, min_run_time_s=0.005)
+    sparse_rows, _ = measure_methods(tiny_net(), ["onnx_dynamic_int8"], sparse_batches, settings, options)
+    dense_rows, _ = measure_methods(tiny_net(), ["onnx_dynamic_int8"], dense_batches, settings, options)
+    assert [r["accuracy"] for r in sparse_rows] == [r["accuracy"] for r in dense_rows]
+    assert [r["agreement"] for r in sparse_rows] == [r["agreement"] for r in dense_rows]
+
+
 def test_latency_inputs_repeat_rows_when_short():
     features = torch.arange(6.0).view(3, 2)
     inputs = latency_inputs(features, [1, 5])
