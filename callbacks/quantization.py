@@ -93,11 +93,11 @@ class PostTrainingQuantization(Callback):
         """Report on ``ckpt_path`` (``None``: ``pl_module``'s current weights), logging to ``trainer``'s logger."""
         if datamodule is None:
             raise DataError("PostTrainingQuantization needs a datamodule (its test split); pass `datamodule=`.")
+        start = time.perf_counter()
         net = load_net(pl_module, ckpt_path)
         calibration = []
         if NEEDS_CALIBRATION & set(self.methods):
             calibration = training_inputs(datamodule, self.calibration_batches)
-        start = time.perf_counter()
         options = QuantOptions(fixed_scale_bits=self.fixed_scale_bits, calibration=calibration)
         folder = Path(report_root(trainer)) / "quantization"
         rows = quantization_report(
