@@ -8,14 +8,19 @@ python cli.py quantize -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.quant_trainer import QuantlightTrainer
 from errors import QuantlightError
 from modules import ClassifierModule
-from modules.checkpoints import read_checkpoint
+from modules.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
+
+# --ckpt_path values that Lightning resolves itself rather than reading a file.
+_CKPT_KEYWORDS = {"best", "last", "hpc", "registry"}
 
 
 class QuantlightCLI(LightningCLI):
@@ -46,12 +51,31 @@ class QuantlightCLI(LightningCLI):
         return LightningCLI.subcommands() | {"quantize": {"model", "datamodule"}}
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyperparameters before anything else: check the file first,
-        # so a missing, unsafe or corrupted one is a one-line CheckpointError, not a torch.load traceback.
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        # LightningCLI reads --ckpt_path's hyperparameters (and takes its model class) before anything
+        # else: check the file and the class first, so a missing, unsafe, corrupted or foreign checkpoint
+        # is a one-line CheckpointError, not a torch.load traceback or a silently different model.
+        self.checkpoint = None
+        ckpt_path = self._ckpt_path()
         if ckpt_path:
-            read_checkpoint(ckpt_path)
+            self.checkpoint = read_checkpoint(ckpt_path)
+            check_model_class(ckpt_path, self.checkpoint, self.config[self.config.subcommand].model.class_path)
         super()._parse_ckpt_path()
+
+    def _ckpt_path(self) -> str | None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        return None if ckpt_path is None or ckpt_path in _CKPT_KEYWORDS else ckpt_path
+
+    def before_instantiate_classes(self) -> None:
+        # `fit --ckpt_path <run>/checkpoints/last.ckpt` (and `quantize`) continue in that run's directory,
+        # so its best checkpoint, TensorBoard curves and report stay one run.
+        if self.subcommand in ("fit", "quantize") and (ckpt_path := self._ckpt_path()):
+            resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.checkpoint is not None:  # the data decides the model's width: check it fits the weights
+            check_checkpoint_matches(self._ckpt_path(), self.checkpoint, self.model)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The datamodule knows its feature width and class count; the model never repeats them.
@@ -67,6 +91,17 @@ class QuantlightCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+
+
+def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:
+    """Point a TensorBoardLogger without a fixed version at the run directory that holds ``ckpt_path``."""
+    logger, version = trainer_config.get("logger"), run_version(ckpt_path)
+    if not isinstance(logger, Namespace) or version is None or not logger.class_path.endswith("TensorBoardLogger"):
+        return
+    args = logger.init_args
+    run_dir = Path(args.save_dir, args.name or "", version).resolve()
+    if args.get("version") is None and run_dir == Path(ckpt_path).resolve().parent.parent:
+        args.version = version
 
 
 def _best_or_last(trainer) -> str | None:

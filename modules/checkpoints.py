@@ -41,16 +41,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
-def check_checkpoint_matches(path: str | os.PathLike, checkpoint: dict, model: torch.nn.Module) -> None:
-    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model`` as it is configured."""
-    hparams = checkpoint.get("hyper_parameters", {})
-    expected = f"{type(model).__module__}.{type(model).__qualname__}"
-    found = hparams.get("_class_path")
-    if found is not None and found.rsplit(".", 1)[-1] != type(model).__qualname__:
+def check_model_class(path: str | os.PathLike, checkpoint: dict, class_path: str) -> None:
+    """Raise :class:`CheckpointError` if ``checkpoint`` was trained with a model class other than ``class_path``."""
+    found = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if found is not None and found.rsplit(".", 1)[-1] != class_path.rsplit(".", 1)[-1]:
         raise CheckpointError(
-            f"Checkpoint {path} was trained with {found}, but the config builds {expected}. "
+            f"Checkpoint {path} was trained with {found}, but the config builds {class_path}. "
             "Use the config the checkpoint was trained with."
         )
+
+
+def check_checkpoint_matches(path: str | os.PathLike, checkpoint: dict, model: torch.nn.Module) -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model`` as it is configured."""
+    expected = f"{type(model).__module__}.{type(model).__qualname__}"
+    check_model_class(path, checkpoint, expected)
     own = model.state_dict()
     theirs = checkpoint["state_dict"]
     missing = sorted(set(own) - set(theirs))

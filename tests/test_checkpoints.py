@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
+from cli import main
 from errors import CheckpointError
 from modules import LogisticRegression
 from modules.checkpoints import check_checkpoint_matches, read_checkpoint
+from tests.test_cli import mnist_args
 
 
 def save_checkpoint(path, model, class_path="modules.LogisticRegression"):
@@ -79,3 +83,41 @@ def test_missing_weights(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {}}, path)
     with pytest.raises(CheckpointError, match=r"lacks net.bias, net.weight"):
         check_checkpoint_matches(path, read_checkpoint(path), LogisticRegression())
+
+
+# Through the CLI: one line on stderr, exit status 2, and the user's file untouched.
+def cli_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test", "validate", "predict", "quantize"])
+def test_cli_missing_checkpoint(subcommand, mnist_root, tmp_path, capsys):
+    line = cli_error(capsys, subcommand, *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(tmp_path / "x.ckpt"))
+    assert line == f"error: Checkpoint {tmp_path / 'x.ckpt'} not found. Pass an existing .ckpt file to --ckpt_path."
+
+
+@pytest.mark.parametrize(
+    ("class_path", "input_dim", "match"),
+    [
+        ("modules.MLP", 784, r"^error: Checkpoint .* was trained with modules.MLP, but the config builds modules."),
+        ("modules.LogisticRegression", 100, r"^error: Checkpoint .* does not fit the data: net.weight has shape"),
+    ],
+    ids=["other-model", "input-width"],
+)
+def test_cli_checkpoint_that_does_not_fit(class_path, input_dim, match, mnist_root, tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "other.ckpt", LogisticRegression(input_dim=input_dim), class_path)
+    before = path.read_bytes()
+    line = cli_error(capsys, "test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path))
+    assert re.match(match, line)
+    assert path.read_bytes() == before
+
+
+def test_cli_truncated_checkpoint(good, mnist_root, tmp_path, capsys):
+    good.write_bytes(good.read_bytes()[:-200])
+    line = cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(good))
+    assert re.match(r"^error: Checkpoint .*good.ckpt is truncated or corrupted", line)
