@@ -49,3 +49,54 @@ def mirror() -> Path:
             pytest.fail(f"CI needs the offline data mirror, not found at {path} (set QUANTLIGHT_MIRROR).")
         pytest.skip(f"offline data mirror not found at {path}")
     return path
+
+
+_POSITIVE = ["good", "great", "love", "happy", "smooth", "safe", "fun", "nice"]
+_NEGATIVE = ["bad", "awful", "hate", "sad", "scary", "crash", "slow", "poor"]
+_FILLER = ["the", "car", "drives", "road", "today", "city", "bus", "self", "auto", "ride", "my", "new"]
+
+
+def text_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Learnable tiny sentiment texts, alternating labels: two words of the label plus filler."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        words = list(rng.choice(_POSITIVE if i % 2 else _NEGATIVE, 2, replace=False))
+        words += list(rng.choice(_FILLER, 3, replace=False))
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_text_corpus(path: Path, n: int = 80, seed: int = 0) -> Path:
+    """A labelled CSV corpus (``text,label``) of :func:`text_rows`."""
+    lines = ["text,label", *(f"{text},{label}" for text, label in text_rows(n, seed))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_imdb_tree(data_dir: Path, per_folder: int = 12) -> Path:
+    """An aclImdb-like tree under ``data_dir``: train/test x neg/pos, one review per ``<id>_<rating>.txt``."""
+    rows = text_rows(8 * per_folder, seed=3)
+    for split in ("train", "test"):
+        for folder, label in (("neg", "negative"), ("pos", "positive")):
+            target = data_dir / "aclImdb" / split / folder
+            target.mkdir(parents=True)
+            texts = [text for text, row_label in rows if row_label == label]
+            offset = 0 if split == "train" else per_folder
+            for i, text in enumerate(texts[offset : offset + per_folder]):
+                (target / f"{i}_{7 if folder == 'pos' else 2}.txt").write_text(f"{text}<br />{text}", encoding="utf-8")
+    return data_dir
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> Path:
+    """A tiny labelled CSV corpus (80 rows, two classes) in tmp_path."""
+    return write_text_corpus(tmp_path / "corpus.csv")
+
+
+@pytest.fixture
+def imdb_root(tmp_path: Path) -> Path:
+    """A tiny aclImdb tree (12 reviews per split and label) under tmp_path/imdb."""
+    return write_imdb_tree(tmp_path / "imdb")

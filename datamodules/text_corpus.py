@@ -1,0 +1,266 @@
+"""Read labelled or unlabelled texts from CSV, TSV, JSON Lines, plain-text lines or the aclImdb tree.
+
+Every row keeps the line it came from, so a bad row (empty text, missing or unknown label,
+bytes that are not UTF-8, a malformed record) is reported as ``file:line: reason`` and the
+caller decides whether that stops the run or is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from torchvision.datasets.utils import download_and_extract_archive
+
+from errors import DataError
+
+OnBadRow = Literal["error", "skip"]
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+IMDB_LABELS = {"neg": "negative", "pos": "positive"}  # aclImdb folder -> label
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be used, and why; ``str()`` is ``path:line: reason``."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class Rows:
+    """Texts of one file (or split), their labels (``None`` when unlabelled) and 1-based source lines."""
+
+    path: str
+    texts: list[str] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+
+    def add(self, text: str, label: str | None, line: int) -> None:
+        self.texts.append(text)
+        self.labels.append(label)
+        self.lines.append(line)
+
+    def subset(self, keep: list[int]) -> Rows:
+        """The rows at positions ``keep``, in that order (bad rows stay with the file they came from)."""
+        return Rows(
+            self.path, [self.texts[i] for i in keep], [self.labels[i] for i in keep], [self.lines[i] for i in keep]
+        )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def file_format(path: Path, allow_lines: bool) -> str:
+    """``csv``, ``tsv`` or ``jsonl`` from the suffix; any other suffix is ``lines`` where allowed."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None and not allow_lines:
+        raise DataError(
+            f"Cannot tell the format of {path} from its suffix {path.suffix!r}. "
+            f"Name it with one of {', '.join(FORMATS)} (CSV, TSV or JSON Lines)."
+        )
+    return fmt or "lines"
+
+
+def read_rows(
+    path: Path, text_column: str, label_column: str | None, allow_lines: bool = False, label_required: bool = True
+) -> Rows:
+    """Read a corpus file; rows that cannot be used go to ``Rows.bad`` with their line.
+
+    Args:
+        path: CSV, TSV or JSON Lines file; with ``allow_lines``, any other file is one text per line.
+        text_column: Column (or JSON key) holding the text.
+        label_column: Column holding the label; ``None`` reads texts only.
+        allow_lines: Accept one-text-per-line files (for prediction inputs).
+        label_required: Every row must have a label; otherwise a missing label column or value reads as ``None``.
+    """
+    if not path.is_file():
+        raise DataError(f"Text file {path} not found. Check the path, or pass another one in the data config.")
+    fmt = file_format(path, allow_lines)
+    if fmt == "lines":
+        return _read_lines(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path, text_column, label_column, label_required)
+    return _read_delimited(path, "," if fmt == "csv" else "\t", text_column, label_column, label_required)
+
+
+def _clean_text(text: str | None, label: str | None, labelled: bool) -> str | None:
+    """The reason a row is unusable, or ``None`` when it is fine."""
+    if text is None:
+        return "missing text field"
+    if _undecodable(text) or (label is not None and _undecodable(label)):
+        return "undecodable bytes (the file is not valid UTF-8 here)"
+    if not text.strip():
+        return "empty text"
+    if labelled and (label is None or not label.strip()):
+        return "missing label"
+    return None
+
+
+def _undecodable(value: str) -> bool:
+    # Files are read with errors="surrogateescape": bytes that are not UTF-8 become lone surrogates.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _read_delimited(
+    path: Path, delimiter: str, text_column: str, label_column: str | None, label_required: bool
+) -> Rows:
+    rows = Rows(str(path))
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path} is empty: expected a header row naming the columns.")
+        header = [name.strip() for name in header]
+        if label_column is not None and not label_required and label_column not in header:
+            label_column = None  # an unlabelled file of texts to predict
+        columns = [text_column] + ([label_column] if label_column is not None else [])
+        missing = [name for name in columns if name not in header]
+        if missing:
+            raise DataError(
+                f"Column {missing[0]!r} not found in {path} (columns: {', '.join(header)}). "
+                "Pass the right name with --data.init_args.text_column / --data.init_args.label_column."
+            )
+        text_at = header.index(text_column)
+        label_at = header.index(label_column) if label_column is not None else None
+        line = reader.line_num  # a quoted field may span lines: a row starts after the previous one ended
+        while True:
+            start = line + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise DataError(f"{path}:{reader.line_num}: malformed {delimiter!r}-separated row ({err}).") from err
+            line = reader.line_num
+            if not record:
+                continue  # blank line between rows
+            if len(record) != len(header):
+                rows.bad.append(BadRow(str(path), start, f"{len(record)} fields, expected {len(header)}"))
+                continue
+            text = record[text_at]
+            label = record[label_at].strip() if label_at is not None else None
+            reason = _clean_text(text, label, label_required and label_at is not None)
+            if reason:
+                rows.bad.append(BadRow(str(path), start, reason))
+            else:
+                rows.add(text, label, start)
+    return rows
+
+
+def _read_jsonl(path: Path, text_column: str, label_column: str | None, label_required: bool) -> Rows:
+    rows = Rows(str(path))
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                rows.bad.append(BadRow(str(path), line, "undecodable bytes (the file is not valid UTF-8 here)"))
+                continue
+            except json.JSONDecodeError as err:
+                rows.bad.append(BadRow(str(path), line, f"not valid JSON ({err.msg})"))
+                continue
+            if not isinstance(record, dict):
+                rows.bad.append(BadRow(str(path), line, "expected a JSON object per line"))
+                continue
+            text = record.get(text_column)
+            label = record.get(label_column) if label_column is not None else None
+            if text is not None and not isinstance(text, str):
+                rows.bad.append(BadRow(str(path), line, f"{text_column!r} is not a string"))
+                continue
+            label = None if label is None else str(label).strip()
+            reason = _clean_text(text, label, label_required and label_column is not None)
+            if reason:
+                rows.bad.append(BadRow(str(path), line, reason))
+            else:
+                rows.add(text, label, line)
+    return rows
+
+
+def _read_lines(path: Path) -> Rows:
+    rows = Rows(str(path))
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                rows.bad.append(BadRow(str(path), line, "undecodable bytes (the file is not valid UTF-8 here)"))
+                continue
+            if line == 1:
+                text = text.removeprefix("\ufeff")  # byte-order mark of some editors
+            reason = _clean_text(text, None, labelled=False)
+            if reason:
+                rows.bad.append(BadRow(str(path), line, reason))
+            else:
+                rows.add(text, None, line)
+    return rows
+
+
+def handle_bad_rows(bad: list[BadRow], on_bad_row: OnBadRow) -> None:
+    """Stop at the first bad row (``error``) or warn with their count and first locations (``skip``)."""
+    if not bad:
+        return
+    if on_bad_row == "error":
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(
+            f"Bad row at {bad[0]}{more}. Fix the file, or pass --data.init_args.on_bad_row skip "
+            "to leave bad rows out (they are counted and reported)."
+        )
+    shown = "; ".join(str(row) for row in bad[:3])
+    warnings.warn(f"Skipped {len(bad)} bad row(s): {shown}{' ...' if len(bad) > 3 else ''}", stacklevel=3)
+
+
+def ensure_imdb(data_dir: Path, download: bool) -> Path:
+    """The ``aclImdb`` folder under ``data_dir``, downloaded and extracted with torchvision if missing."""
+    root = data_dir / "aclImdb"
+    wanted = [root / split / folder for split in ("train", "test") for folder in IMDB_LABELS]
+    if all(folder.is_dir() for folder in wanted):
+        return root
+    if not download:
+        raise DataError(
+            f"IMDB reviews not found in {root} (expected train/ and test/ with neg/ and pos/) and `download` "
+            "is off. Extract aclImdb_v1.tar.gz there, pass --data.init_args.download true, or pass "
+            "--data.init_args.data_dir."
+        )
+    try:
+        download_and_extract_archive(IMDB_URL, download_root=str(data_dir), md5=IMDB_MD5)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError on bad MD5
+        raise DataError(
+            f"IMDB reviews not found in {root} and download failed ({str(err).splitlines()[0]}). "
+            f"Download {IMDB_URL}, extract it into {data_dir}, or pass --data.init_args.data_dir."
+        ) from err
+    return root
+
+
+def read_imdb_split(root: Path, split: Literal["train", "test"]) -> Rows:
+    """One aclImdb split: every ``<split>/{neg,pos}/*.txt`` review, in file-name order."""
+    rows = Rows(str(root / split))
+    for folder, label in IMDB_LABELS.items():
+        for path in sorted((root / split / folder).glob("*.txt")):
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                rows.bad.append(BadRow(str(path), 1, "undecodable bytes (the file is not valid UTF-8 here)"))
+                continue
+            if not text.strip():
+                rows.bad.append(BadRow(str(path), 1, "empty text"))
+                continue
+            rows.add(text.replace("<br />", " "), label, 1)  # the reviews keep HTML line breaks
+    return rows
