@@ -2,5 +2,6 @@
 
 from modules.base import ClassifierModule
 from modules.logistic import LogisticRegression
+from modules.mlp import MLP
 
-__all__ = ["ClassifierModule", "LogisticRegression"]
+__all__ = ["MLP", "ClassifierModule", "LogisticRegression"]
