@@ -1,5 +1,6 @@
 """Data in: LightningDataModules that serve whole batches from in-memory tensors."""
 
 from datamodules.mnist import MNISTDataModule
+from datamodules.text import TextDataModule
 
-__all__ = ["MNISTDataModule"]
+__all__ = ["MNISTDataModule", "TextDataModule"]

@@ -1,0 +1,313 @@
+"""Labelled text as TF-IDF (or count) vectors, so a user's own corpus is a config, not code.
+
+Reads CSV, TSV or JSON Lines (or the aclImdb reviews), splits one file into stratified, seeded
+train/val/test parts, fits a scikit-learn vectorizer on the training part only and keeps the
+matrices sparse. The fitted vectorizer travels in the checkpoint (``state_dict``), so ``test``,
+``predict`` and resumed runs see exactly the vectors the model was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import scipy.sparse
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from datamodules.batching import batch_loader
+from datamodules.text_corpus import (
+    OnBadRow,
+    Rows,
+    ensure_imdb,
+    file_format,
+    handle_bad_rows,
+    read_imdb_split,
+    read_rows,
+)
+from datamodules.text_splits import split_corpus, unknown_labels
+from datamodules.text_vectorizer import (
+    SparseBatchDataset,
+    VectorizerKind,
+    make_vectorizer,
+    read_checkpoint_state,
+    vectorizer_from_state,
+    vectorizer_state,
+    vocabulary_size,
+)
+from errors import CheckpointError, DataError
+
+
+class TextDataModule(LightningDataModule):
+    """A labelled text corpus served as sparse vectors from a scikit-learn vectorizer.
+
+    Args:
+        path: One labelled CSV/TSV/JSON Lines file, split here into train/val/test.
+        text_column: Column (JSON key) holding the text.
+        label_column: Column (JSON key) holding the label.
+        classes: Labels to keep, in class-index order; rows with other labels are left out (and
+            counted). ``None`` keeps every label of the training data, sorted.
+        train_path: Training file, instead of ``path``; ``val_path``/``test_path`` then give the other
+            parts, and a missing one is split off the training file.
+        val_path: Validation file (used with ``train_path``).
+        test_path: Test file (used with ``train_path``).
+        predict_path: Texts for ``predict``: one per line, or CSV/TSV/JSON Lines with ``text_column``
+            (a label column there is checked against ``classes``).
+        source: ``files`` reads the paths above; ``imdb`` reads aclImdb under ``data_dir`` (its official
+            test set is the test split).
+        data_dir: Where ``source: imdb`` finds or downloads ``aclImdb/``.
+        download: Download and extract aclImdb with torchvision when it is missing.
+        val_size: Validation part: a fraction of the whole corpus, or a row count.
+        test_size: Test part (when no test file): a fraction of the whole corpus, or a row count.
+        vectorizer: ``tfidf`` (``TfidfVectorizer``) or ``count`` (``CountVectorizer``).
+        max_features: Vocabulary cap (most frequent terms); the real width can be smaller.
+        ngram_range: Smallest and largest n-gram length.
+        min_df: Minimum document frequency of a term: a count, or a fraction of documents.
+        sublinear_tf: Use ``1 + log(tf)`` (TF-IDF only).
+        lowercase: Lowercase texts before tokenizing.
+        vectorizer_checkpoint: Take the fitted vectorizer and classes from this Lightning checkpoint
+            instead of fitting them (``test``/``predict`` without the training corpus).
+        on_bad_row: ``error`` stops at the first bad row (file and line named); ``skip`` warns, counts
+            the bad rows and goes on (``predict`` lists them in its output).
+        sparse: Serve batches as sparse tensors (the MLP consumes them directly); ``False`` densifies
+            each batch for models that need dense input.
+        batch_size: Examples per batch.
+        num_workers: DataLoader worker processes (0 is fastest: the data is in memory).
+        seed: Seed of the stratified split and of the per-epoch shuffling.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        classes: list[str] | None = None,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        source: Literal["files", "imdb"] = "files",
+        data_dir: str = "data",
+        download: bool = True,
+        val_size: int | float = 0.1,
+        test_size: int | float = 0.2,
+        vectorizer: VectorizerKind = "tfidf",
+        max_features: int | None = 5000,
+        ngram_range: tuple[int, int] = (1, 1),
+        min_df: int | float = 1,
+        sublinear_tf: bool = False,
+        lowercase: bool = True,
+        vectorizer_checkpoint: str | None = None,
+        on_bad_row: OnBadRow = "error",
+        sparse: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _validate_choice("source", source, ("files", "imdb"))
+        _validate_choice("vectorizer", vectorizer, ("tfidf", "count"))
+        _validate_choice("on_bad_row", on_bad_row, ("error", "skip"))
+        for name, size in (("val_size", val_size), ("test_size", test_size)):
+            if not (isinstance(size, int) and size >= 1) and not (isinstance(size, float) and 0 < size < 1):
+                raise ValueError(f"Expected `{name}` to be a fraction in (0, 1) or a row count >= 1, got {size!r}.")
+        if isinstance(val_size, float) and isinstance(test_size, float) and val_size + test_size >= 1:
+            raise ValueError(f"Expected `val_size` + `test_size` < 1, got {val_size} + {test_size}.")
+        if max_features is not None and max_features < 1:
+            raise ValueError(f"Expected `max_features` >= 1 or None, got {max_features}.")
+        if len(ngram_range) != 2 or not 1 <= ngram_range[0] <= ngram_range[1]:
+            raise ValueError(
+                f"Expected `ngram_range` to be (min_n, max_n) with 1 <= min_n <= max_n, got {ngram_range}."
+            )
+        if not (isinstance(min_df, int) and min_df >= 1) and not (isinstance(min_df, float) and 0 < min_df <= 1):
+            raise ValueError(f"Expected `min_df` to be a count >= 1 or a fraction in (0, 1], got {min_df!r}.")
+        if sublinear_tf and vectorizer == "count":
+            raise ValueError("Expected `sublinear_tf` false with `vectorizer` 'count' (it applies to 'tfidf' only).")
+        if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes)):
+            raise ValueError(f"Expected `classes` to list at least two distinct labels, got {classes}.")
+        if path is not None and train_path is not None:
+            raise ValueError("Expected one of `path` (split here) and `train_path` (split given), got both.")
+        if source == "imdb" and (path or train_path or val_path or test_path):
+            raise ValueError("Expected no `path`/`train_path`/`val_path`/`test_path` with `source` 'imdb'.")
+        if batch_size < 1:
+            raise ValueError(f"Expected `batch_size` >= 1, got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"Expected `num_workers` >= 0, got {num_workers}.")
+        self.save_hyperparameters()
+        self._classes: list[str] | None = list(classes) if classes else None
+        self._vectorizer = None
+        self._splits: dict[str, Rows] = {}
+        self._predict: Rows | None = None
+        self._datasets: dict[str, SparseBatchDataset] = {}
+
+    # Read by the CLI right after construction (linked into the model), so fitted lazily here.
+    @property
+    def input_dim(self) -> int:
+        """Width of the vectors served: the fitted vocabulary size (at most ``max_features``)."""
+        return vocabulary_size(self.vectorizer)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def classes(self) -> list[str]:
+        """Label names in class-index order."""
+        if self._classes is None:
+            self.vectorizer  # noqa: B018  (a checkpoint or the training data decides the classes)
+        if self._classes is None:
+            self._read_splits()
+        return self._classes
+
+    @property
+    def vectorizer(self):
+        """The fitted scikit-learn vectorizer: from ``vectorizer_checkpoint``, or fitted on the train split."""
+        if self._vectorizer is None:
+            if self.hparams.vectorizer_checkpoint:
+                self.load_state_dict(read_checkpoint_state(self.hparams.vectorizer_checkpoint, type(self).__qualname__))
+            else:
+                self._fit_vectorizer()
+        return self._vectorizer
+
+    def vectorize(self, texts: list[str]) -> scipy.sparse.csr_matrix:
+        """``(N, input_dim)`` sparse vectors of ``texts`` from the fitted vectorizer."""
+        return self.vectorizer.transform(texts).tocsr()
+
+    def split_rows(self, split: Literal["train", "val", "test"]) -> Rows:
+        """The labelled rows of one split (read and split on first use)."""
+        self._read_splits()
+        return self._splits[split]
+
+    @property
+    def predict_rows(self) -> Rows:
+        """Texts to predict with their source lines; ``.bad`` holds the skipped rows."""
+        if self._predict is None:
+            self._predict = self._read_predict()
+        return self._predict
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.predict_rows  # noqa: B018  (read now, so bad rows stop the run before the model runs)
+        else:
+            self._read_splits()
+
+    def state_dict(self) -> dict:
+        """The fitted vectorizer and classes as plain data (``torch.load(weights_only=True)`` reads it)."""
+        return {"vectorizer": vectorizer_state(self.vectorizer), "classes": list(self.classes)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Use a checkpoint's vectorizer and classes; vectors are rebuilt from them when next served."""
+        vectorizer = vectorizer_from_state(state_dict.get("vectorizer"), "The checkpoint")
+        classes = [str(name) for name in state_dict.get("classes", [])]
+        if self._classes is not None and self._classes != classes:
+            raise CheckpointError(
+                f"The checkpoint was trained on classes ({', '.join(classes)}), the data config gives "
+                f"({', '.join(self._classes)}). Pass --data.init_args.classes [{','.join(classes)}]."
+            )
+        if self._vectorizer is not None and vocabulary_size(self._vectorizer) != vocabulary_size(vectorizer):
+            raise CheckpointError(
+                f"The checkpoint's vectorizer has {vocabulary_size(vectorizer)} features, this datamodule's "
+                f"{vocabulary_size(self._vectorizer)}. Use the training data settings, or pass "
+                "--data.init_args.vectorizer_checkpoint <checkpoint> to take the vectorizer from it."
+            )
+        self._vectorizer, self._classes = vectorizer, classes
+        self._datasets.clear()
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        return batch_loader(
+            self._dataset("train"),
+            self.hparams.batch_size,
+            shuffle=True,
+            seed=self.hparams.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return batch_loader(self._dataset(split), self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def _dataset(self, split: str) -> SparseBatchDataset:
+        # Vectorized when a loader is built: Lightning restores a checkpoint's vectorizer after setup().
+        if split not in self._datasets:
+            if split == "predict":
+                rows, labels = self.predict_rows, None
+            else:
+                rows = self.split_rows(split)
+                index = {name: i for i, name in enumerate(self.classes)}
+                labels = torch.tensor([index[label] for label in rows.labels], dtype=torch.long)  # (N,)
+            features = self.vectorize(rows.texts)  # (N, input_dim), stays sparse
+            self._datasets[split] = SparseBatchDataset(features, labels, dense=not self.hparams.sparse)
+        return self._datasets[split]
+
+    def _fit_vectorizer(self) -> None:
+        h = self.hparams
+        vectorizer = make_vectorizer(h.vectorizer, h.max_features, h.ngram_range, h.min_df, h.sublinear_tf, h.lowercase)
+        train = self.split_rows("train")
+        try:
+            vectorizer.fit(train.texts)
+        except ValueError as err:  # e.g. no term left after min_df, or only stop words
+            raise DataError(
+                f"Could not fit the {h.vectorizer} vectorizer on {len(train)} training texts of {train.path} ({err}). "
+                "Lower --data.init_args.min_df or check the text column."
+            ) from err
+        self._vectorizer = vectorizer
+
+    def _read_splits(self) -> None:
+        if self._splits:
+            return
+        h = self.hparams
+        if h.source == "imdb":
+            root = ensure_imdb(Path(h.data_dir), h.download)
+            train, val, test = read_imdb_split(root, "train"), None, read_imdb_split(root, "test")
+        else:
+            if h.path is None and h.train_path is None:
+                raise DataError(
+                    "No training corpus configured (looked for `path` and `train_path`, both unset). Pass "
+                    "--data.init_args.path <corpus.csv>, or --data.init_args.vectorizer_checkpoint for predict."
+                )
+            train = self._read_labelled(h.path or h.train_path)
+            val = self._read_labelled(h.val_path) if h.val_path else None
+            test = self._read_labelled(h.test_path) if h.test_path else None
+        self._splits, self._classes = split_corpus(
+            train, val, test, self._classes, bool(h.classes), h.val_size, h.test_size, h.seed, h.on_bad_row
+        )
+
+    def _read_labelled(self, path: str) -> Rows:
+        return read_rows(Path(path), self.hparams.text_column, self.hparams.label_column)
+
+    def _read_predict(self) -> Rows:
+        h = self.hparams
+        if not h.predict_path:
+            raise DataError(
+                "`predict` needs texts and no `predict_path` is set. Pass --data.init_args.predict_path <file> "
+                f"(one text per line, or CSV/TSV/JSON Lines with a {h.text_column!r} column)."
+            )
+        path = Path(h.predict_path)
+        labelled = file_format(path, allow_lines=True) != "lines"
+        rows = read_rows(path, h.text_column, h.label_column if labelled else None, True, label_required=False)
+        unknown = unknown_labels(rows, self.classes)
+        bad = sorted(rows.bad + unknown, key=lambda row: row.line)
+        handle_bad_rows(bad, h.on_bad_row)
+        bad_lines = {row.line for row in unknown}
+        kept = rows.subset([i for i, line in enumerate(rows.lines) if line not in bad_lines])
+        if not len(kept):
+            raise DataError(f"No text to predict in {path}: all {len(bad)} rows are bad (first: {bad[0]}).")
+        kept.bad = bad
+        return kept
+
+
+def _validate_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Expected `{name}` to be one of ({', '.join(allowed)}), got {value!r}.")

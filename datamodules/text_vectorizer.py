@@ -1,0 +1,159 @@
+"""scikit-learn text vectorizers as checkpoint-safe state, and sparse batches of their output.
+
+A fitted vectorizer is saved as plain data (settings, ``vocabulary`` str -> int, ``idf`` tensor)
+so ``torch.load(weights_only=True)`` reads it back; the vectorizer is rebuilt from that state,
+so restored vectors are the ones scikit-learn produced in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse
+import torch
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from torch.utils.data import Dataset
+
+from errors import CheckpointError
+from modules.checkpoints import read_checkpoint
+
+VectorizerKind = Literal["tfidf", "count"]
+STATE_VERSION = 1
+
+
+def make_vectorizer(
+    kind: VectorizerKind,
+    max_features: int | None,
+    ngram_range: tuple[int, int],
+    min_df: int | float,
+    sublinear_tf: bool,
+    lowercase: bool,
+    vocabulary: dict[str, int] | None = None,
+) -> CountVectorizer:
+    """An unfitted ``TfidfVectorizer`` (a ``CountVectorizer`` subclass) or ``CountVectorizer``."""
+    common = {"max_features": max_features, "ngram_range": tuple(ngram_range), "min_df": min_df}
+    common |= {"lowercase": lowercase, "vocabulary": vocabulary}
+    if kind == "tfidf":
+        return TfidfVectorizer(sublinear_tf=sublinear_tf, **common)
+    return CountVectorizer(**common)
+
+
+def vectorizer_state(vectorizer: CountVectorizer) -> dict:
+    """Plain-data state of a fitted vectorizer: ``torch.load(weights_only=True)`` accepts it."""
+    tfidf = isinstance(vectorizer, TfidfVectorizer)
+    state = {
+        "version": STATE_VERSION,
+        "kind": "tfidf" if tfidf else "count",
+        "max_features": vectorizer.max_features,
+        "ngram_range": list(vectorizer.ngram_range),
+        "min_df": vectorizer.min_df,
+        "sublinear_tf": bool(tfidf and vectorizer.sublinear_tf),
+        "lowercase": vectorizer.lowercase,
+        "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()},
+    }
+    if tfidf:
+        state["idf"] = torch.from_numpy(np.asarray(vectorizer.idf_, dtype=np.float64).copy())  # (D,)
+    return state
+
+
+def vectorizer_from_state(state: dict, source: str) -> CountVectorizer:
+    """Rebuild the fitted vectorizer saved by :func:`vectorizer_state`; ``source`` names it in errors."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "vocabulary" not in state:
+        raise CheckpointError(
+            f"{source} holds no text vectorizer this version can read (looked for state version {STATE_VERSION}). "
+            "Use a checkpoint written by the text datamodule, or refit by training again."
+        )
+    vectorizer = make_vectorizer(
+        state["kind"],
+        state["max_features"],
+        tuple(state["ngram_range"]),
+        state["min_df"],
+        state["sublinear_tf"],
+        state["lowercase"],
+        vocabulary=dict(state["vocabulary"]),
+    )
+    vectorizer._validate_vocabulary()  # sets vocabulary_ from the fixed vocabulary, as fit would
+    if state["kind"] == "tfidf":
+        vectorizer.idf_ = state["idf"].numpy()
+    return vectorizer
+
+
+def vocabulary_size(vectorizer: CountVectorizer) -> int:
+    """Width of the vectors a fitted vectorizer produces (may be below ``max_features``)."""
+    return len(vectorizer.vocabulary_)
+
+
+def csr_to_torch(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
+    """A scipy CSR matrix as a coalesced float32 sparse COO tensor of the same shape.
+
+    COO because ``torch.sparse.mm`` has a gradient for the dense operand with it; scikit-learn's
+    output has sorted, duplicate-free indices, so the tensor is coalesced without work.
+    """
+    matrix.sort_indices()
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    indices = torch.from_numpy(np.vstack([rows, matrix.indices.astype(np.int64)]))  # (2, nnz)
+    values = torch.from_numpy(matrix.data.astype(np.float32))
+    return torch.sparse_coo_tensor(indices, values, matrix.shape, is_coalesced=True, check_invariants=False)
+
+
+class SparseBatchDataset(Dataset):
+    """Rows of a scipy CSR matrix (and labels), served a whole batch per ``__getitems__`` call.
+
+    The matrix stays sparse in memory; each batch is a sparse COO tensor, or dense with ``dense=True``.
+
+    Example:
+        >>> features = scipy.sparse.csr_matrix(np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]]))
+        >>> ds = SparseBatchDataset(features, torch.tensor([0, 1, 0]))
+        >>> x, y = ds.__getitems__([1, 2])
+        >>> x.to_dense().tolist(), y.tolist()
+        ([[2.0, 0.0], [0.0, 3.0]], [1, 0])
+    """
+
+    def __init__(self, features: scipy.sparse.csr_matrix, labels: torch.Tensor | None, dense: bool = False) -> None:
+        if labels is not None and features.shape[0] != len(labels):
+            raise ValueError(f"Expected as many labels as rows, got {len(labels)} labels for {features.shape[0]} rows.")
+        self.features = features.tocsr()
+        self.labels = labels
+        self.dense = dense
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, index: int):
+        batch = self.__getitems__([index])  # a batch of one; drop the batch dimension
+        return batch[0] if self.labels is None else (batch[0][0], batch[1][0])
+
+    def __getitems__(self, indices: Sequence[int]):
+        batch = self.features[np.asarray(indices, dtype=np.int64)]  # (B, D) CSR
+        x = torch.from_numpy(batch.toarray().astype(np.float32)) if self.dense else csr_to_torch(batch)
+        if self.labels is None:
+            return x
+        return x, self.labels[torch.as_tensor(indices, dtype=torch.long)]  # (B, D), (B,)
+
+
+def read_checkpoint_state(path: str, key: str = "TextDataModule") -> dict:
+    """The text datamodule's state saved in a Lightning checkpoint (read with ``weights_only=True``)."""
+    checkpoint = read_checkpoint(path)
+    if key not in checkpoint:
+        raise CheckpointError(
+            f"Checkpoint {path} holds no {key} state (no fitted vectorizer in it). "
+            "Pass a checkpoint trained with the text datamodule."
+        )
+    return checkpoint[key]
+
+
+def link_checkpoint_vectorizer(config) -> None:
+    """CLI glue: let a text datamodule take its vectorizer from the run's ``--ckpt_path``.
+
+    ``config`` is the subcommand's namespace; nothing changes unless the data class has a
+    ``vectorizer_checkpoint`` argument left unset and ``ckpt_path`` is an existing file.
+    """
+    ckpt_path = config.get("ckpt_path")
+    init_args = config.get("data", {}).get("init_args")
+    if not ckpt_path or init_args is None or "vectorizer_checkpoint" not in init_args:
+        return
+    if init_args.get("vectorizer_checkpoint") is None and Path(ckpt_path).is_file():
+        init_args["vectorizer_checkpoint"] = str(ckpt_path)
