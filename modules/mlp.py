@@ -2,7 +2,7 @@
 
 The body is a plain ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU``(/``nn.Dropout``) in ``self.net``,
 so quantizers that walk ``nn.Linear`` modules see every layer; a sparse batch goes through the
-first layer with ``torch.sparse.mm`` and is never densified.
+first layer reading only the weight columns its terms use, and is never densified.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torch.nn import functional as F
 
 from errors import CheckpointError
 from modules.base import ClassifierModule
@@ -35,6 +36,27 @@ def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout:
         width = hidden
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def sparse_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a sparse batch, reading only the weight columns the batch uses.
+
+    A batch of short texts uses a few hundred of thousands of input columns: multiplying that
+    dense ``(B, U)`` block by the ``U`` gathered columns is several times faster than a sparse-dense
+    product over the whole weight, and the weight stays a plain contiguous ``nn.Linear`` weight
+    (which fused Adam needs to be fast).
+
+    Example:
+        >>> layer = nn.Linear(6, 3)
+        >>> x = torch.tensor([[0.0, 2.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+        >>> torch.allclose(sparse_linear(layer, x.to_sparse()), layer(x))
+        True
+    """
+    x = x.to_sparse_coo().coalesce()  # no-ops for the datamodule's coalesced COO batches
+    rows, cols = x.indices()  # (nnz,), (nnz,)
+    used, position = torch.unique(cols, return_inverse=True)  # (U,) columns in use, (nnz,) their slot
+    block = x.values().new_zeros(x.shape[0], len(used)).index_put_((rows, position), x.values())  # (B, U)
+    return F.linear(block, layer.weight.index_select(1, used), layer.bias)  # (B, U) x (H, U)^T -> (B, H)
 
 
 class MLP(ClassifierModule):
@@ -74,18 +96,11 @@ class MLP(ClassifierModule):
             raise ValueError(f"Expected `dropout` in [0, 1), got {dropout}.")
         self.save_hyperparameters()
         self.net = mlp_body(input_dim, list(hidden_sizes), num_classes, dropout)
-        first = self.net[0]
-        # Same (out, in) shape, but stored input-major (weight.t() is contiguous): a sparse batch
-        # then reads and its gradient writes whole contiguous rows of weight.t(), ~3x faster than
-        # strided columns. Still a plain nn.Linear with a plain state_dict.
-        first.weight = nn.Parameter(first.weight.detach().t().contiguous().t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.layout == torch.strided:
             return self.net(x)  # (B, input_dim) -> (B, num_classes)
-        first = self.net[0]
-        hidden = torch.sparse.mm(x, first.weight.t()) + first.bias  # sparse (B, input_dim) -> dense (B, hidden)
-        return self.net[1:](hidden)  # (B, hidden) -> (B, num_classes)
+        return self.net[1:](sparse_linear(self.net[0], x))  # sparse (B, input_dim) -> (B, hidden) -> logits
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads the weights before the datamodule's state: a vectorizer-width mismatch
