@@ -1,0 +1,133 @@
+"""Write ``predict`` output as one row per input: source line, label, class probabilities.
+
+Rows the datamodule skipped as bad are written too, with the reason, so nothing is lost.
+The file is written next to its final name and moved into place with ``os.replace``: a
+crash never leaves half a file, and an existing file is never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from errors import DataError
+
+SUFFIXES = (".csv", ".jsonl")
+
+
+def prediction_records(
+    probabilities: torch.Tensor,
+    classes: list[str],
+    lines: list[int],
+    texts: list[str] | None = None,
+    skipped: list[tuple[int, str]] = (),
+) -> list[dict]:
+    """One record per input row, in line order: predicted label and probabilities, or the skip reason.
+
+    Args:
+        probabilities: ``(N, C)`` class probabilities of the predicted rows, in input order.
+        classes: ``C`` label names, in class-index order.
+        lines: Source line of each predicted row.
+        texts: The predicted texts (written with their row when given).
+        skipped: ``(line, reason)`` of rows left out as bad.
+
+    Example:
+        >>> prediction_records(torch.tensor([[0.25, 0.75]]), ["neg", "pos"], [2], skipped=[(1, "empty text")])
+        [{'line': 1, 'error': 'empty text'}, {'line': 2, 'label': 'pos', 'probabilities': {'neg': 0.25, 'pos': 0.75}}]
+    """
+    records = [{"line": line, "error": reason} for line, reason in skipped]
+    labels = probabilities.argmax(dim=1).tolist()  # (N, C) -> (N,)
+    for row, (line, label, probs) in enumerate(zip(lines, labels, probabilities.tolist(), strict=True)):
+        record = {"line": line, "label": classes[label], "probabilities": dict(zip(classes, probs, strict=True))}
+        if texts is not None:
+            record["text"] = texts[row]
+        records.append(record)
+    return sorted(records, key=lambda record: record["line"])
+
+
+def write_records(path: Path, records: list[dict], classes: list[str]) -> None:
+    """Write records as CSV (``line,label,prob_<class>...,error,text``) or JSON Lines, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as f:
+            if path.suffix == ".jsonl":
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                columns = ["line", "label", *(f"prob_{name}" for name in classes), "error", "text"]
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                for record in records:
+                    flat = {key: value for key, value in record.items() if key != "probabilities"}
+                    flat |= {f"prob_{name}": p for name, p in record.get("probabilities", {}).items()}
+                    writer.writerow(flat)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PredictionWriter(BasePredictionWriter):
+    """After ``predict``, write label and class probabilities for every input text.
+
+    Reads from the datamodule, when it has them, ``classes`` (label names) and ``predict_rows``
+    (``lines``, ``texts`` and skipped ``bad`` rows); otherwise rows are numbered from 1 and
+    labels are class indices.
+
+    Args:
+        output_path: ``.csv`` or ``.jsonl`` file; ``None`` writes ``predictions.csv`` in the run's log directory.
+        overwrite: Replace an existing ``output_path``; off, so a user's file is never overwritten.
+        include_text: Write each input text with its prediction.
+    """
+
+    def __init__(self, output_path: str | None = None, overwrite: bool = False, include_text: bool = True) -> None:
+        super().__init__(write_interval="epoch")
+        if output_path is not None and Path(output_path).suffix not in SUFFIXES:
+            raise ValueError(f"Expected `output_path` to end in one of ({', '.join(SUFFIXES)}), got {output_path!r}.")
+        self.output_path = output_path
+        self.overwrite = overwrite
+        self.include_text = include_text
+        self.written_path: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Checked before predicting, so a refused output costs no compute.
+        if stage == "predict" and trainer.is_global_zero:
+            path = self._path(trainer)
+            if path.exists() and not self.overwrite:
+                raise DataError(
+                    f"Prediction output {path} already exists and is kept. Pass another "
+                    "--trainer.callbacks.output_path, or overwrite: true on the PredictionWriter."
+                )
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
+        if not trainer.is_global_zero or not predictions:
+            return
+        # Lightning unwraps the predictions of a single dataloader but not its batch indices.
+        if batch_indices and batch_indices[0] and isinstance(batch_indices[0][0], list):
+            batch_indices = batch_indices[0]
+        order = [i for batch in batch_indices for i in batch] if batch_indices else None
+        probabilities = torch.cat([p.float().cpu() for p in predictions])  # (N, C)
+        if order is not None and len(order) == len(probabilities):
+            probabilities = probabilities[torch.argsort(torch.as_tensor(order))]  # back to input order
+        datamodule = trainer.datamodule
+        classes = list(getattr(datamodule, "classes", None) or range(probabilities.shape[1]))
+        rows = getattr(datamodule, "predict_rows", None)
+        lines = rows.lines if rows is not None else list(range(1, len(probabilities) + 1))
+        texts = rows.texts if rows is not None and self.include_text else None
+        skipped = [(bad.line, bad.reason) for bad in rows.bad] if rows is not None else []
+        records = prediction_records(probabilities, [str(c) for c in classes], lines, texts, skipped)
+        self.written_path = self._path(trainer)
+        write_records(self.written_path, records, [str(c) for c in classes])
+
+    def _path(self, trainer: Trainer) -> Path:
+        if self.output_path is not None:
+            return Path(self.output_path)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
