@@ -61,7 +61,14 @@ def test_fit_then_test_best_checkpoint_and_resume(mnist_root, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_instantiates(config, mnist_root, tmp_path):
-    overrides = {"mnist_logistic.yaml": ["--data.data_dir", str(mnist_root), "--data.download", "false"]}
+    overrides = {
+        "mnist_logistic.yaml": ["--data.data_dir", str(mnist_root), "--data.download", "false"],
+        "text_mlp.yaml": ["--data.init_args.path", str(__import__("conftest").write_text_corpus(tmp_path / "c.csv"))],
+        "imdb_mlp.yaml": [
+            "--data.init_args.data_dir", str(__import__("conftest").write_imdb_tree(tmp_path / "imdb")),
+            "--data.init_args.download", "false", "--data.init_args.min_df", "1",
+        ],
+    }  # fmt: skip
     cli = QuantlightCLI(
         args=["-c", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path), *overrides[config.name]],
         run=False,
