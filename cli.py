@@ -15,6 +15,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.quant_trainer import QuantlightTrainer
+from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import QuantlightError
 from modules import ClassifierModule
 from modules.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
@@ -71,6 +72,8 @@ class QuantlightCLI(LightningCLI):
         # so its best checkpoint, TensorBoard curves and report stay one run.
         if self.subcommand in ("fit", "quantize") and (ckpt_path := self._ckpt_path()):
             resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
+        if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
+            link_checkpoint_vectorizer(self.config[self.subcommand])
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cli import QuantlightCLI, main
+from tests.conftest import write_imdb_tree, write_text_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -23,16 +24,14 @@ def mnist_args(root: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def checkpoint_callback_args(out: Path) -> list[str]:
-    """The config's two checkpoints (best by val/acc, last every epoch), written under ``out/ckpt``."""
+def checkpoint_callback_args(out: Path | None) -> list[str]:
+    """The config's two checkpoints (best by val/acc, last every epoch), under ``out/ckpt`` or the run's folder."""
     best = ["monitor=val/acc", "mode=max", "filename=best", "enable_version_counter=false"]
     last = ["filename=last", "enable_version_counter=false"]
     args = []
     for settings in (best, last):
-        args += [
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            f"--trainer.callbacks.dirpath={out / 'ckpt'}",
-        ]
+        args += ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"]
+        args += [f"--trainer.callbacks.dirpath={out / 'ckpt'}"] if out else []
         args += [f"--trainer.callbacks.{setting}" for setting in settings]
     return args
 
@@ -63,9 +62,9 @@ def test_fit_then_test_best_checkpoint_and_resume(mnist_root, tmp_path):
 def test_every_config_instantiates(config, mnist_root, tmp_path):
     overrides = {
         "mnist_logistic.yaml": ["--data.data_dir", str(mnist_root), "--data.download", "false"],
-        "text_mlp.yaml": ["--data.init_args.path", str(__import__("conftest").write_text_corpus(tmp_path / "c.csv"))],
+        "text_mlp.yaml": ["--data.init_args.path", str(write_text_corpus(tmp_path / "c.csv"))],
         "imdb_mlp.yaml": [
-            "--data.init_args.data_dir", str(__import__("conftest").write_imdb_tree(tmp_path / "imdb")),
+            "--data.init_args.data_dir", str(write_imdb_tree(tmp_path / "imdb")),
             "--data.init_args.download", "false", "--data.init_args.min_df", "1",
         ],
     }  # fmt: skip
@@ -84,3 +83,18 @@ def test_bad_data_dir_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: MNIST files not found in")
     assert "Traceback" not in err
+
+
+def test_resume_continues_in_the_same_run_directory(mnist_root, tmp_path):
+    args = [*mnist_args(mnist_root, tmp_path), *checkpoint_callback_args(None), "--test_after_fit", "false"]
+    main(["fit", *args, "--trainer.max_epochs", "2"])
+    run = tmp_path / "mnist_logistic" / "version_0"
+    main(["fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+
+    assert sorted(p.name for p in (tmp_path / "mnist_logistic").iterdir()) == ["version_0"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    best_state = next(s for k, s in last["callbacks"].items() if "val/acc" in k)
+    # The best of the whole run is tracked across the resume, not restarted in a new folder.
+    assert Path(best_state["best_model_path"]) == run / "checkpoints" / "best.ckpt"
+    assert best_state["best_model_score"] is not None

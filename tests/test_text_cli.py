@@ -13,7 +13,7 @@ from conftest import write_text_corpus
 
 from cli import QuantlightCLI, main
 from datamodules.text import TextDataModule
-from datamodules.text_vectorizer import link_checkpoint_vectorizer, vectorizer_from_state
+from datamodules.text_vectorizer import vectorizer_from_state
 from errors import CheckpointError
 from modules import MLP
 
@@ -155,14 +155,13 @@ def test_existing_prediction_file_is_never_overwritten(trained, tmp_path, capsys
     assert output.read_text() == "precious\n"
 
 
-def test_vectorizer_width_mismatch_is_one_line_checkpoint_error(trained, tmp_path, capsys):
+def test_checkpoint_vectorizer_wins_over_other_settings(trained, tmp_path):
     corpus, ckpt = trained
-    with pytest.raises(SystemExit) as exc:
-        main(["test", *text_args(corpus, tmp_path, "--data.init_args.max_features", "10"), "--ckpt_path", str(ckpt)])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert re.match(r"error: .*\b28\b.*\b10\b.*(vectorizer|data) settings", err.splitlines()[-1])
-    assert "Traceback" not in err
+    # Fitting anew with max_features=10 would give 10 columns; the checkpoint's 28-term vectorizer is used.
+    args = text_args(corpus, tmp_path, "--data.init_args.max_features", "10")
+    cli = QuantlightCLI(args=["test", *args, "--ckpt_path", str(ckpt)])
+    assert cli.datamodule.input_dim == cli.model.hparams.input_dim == 28
+    assert cli.trainer.callback_metrics["test/acc"] >= 0.75
 
 
 def test_mlp_names_a_width_mismatch_when_loading_outside_the_cli(trained):
@@ -172,20 +171,12 @@ def test_mlp_names_a_width_mismatch_when_loading_outside_the_cli(trained):
         model.on_load_checkpoint(torch.load(ckpt, weights_only=True))
 
 
-class LinkingCLI(QuantlightCLI):
-    """The CLI with the proposed hook: the text datamodule takes its vectorizer from ``--ckpt_path``."""
-
-    def before_instantiate_classes(self) -> None:
-        super().before_instantiate_classes()
-        link_checkpoint_vectorizer(self.config[self.subcommand])
-
-
-def test_ckpt_path_alone_is_enough_for_predict_with_the_cli_hook(trained, tmp_path):
+def test_ckpt_path_alone_is_enough_for_predict(trained, tmp_path):
     _, ckpt = trained
     texts = tmp_path / "texts.txt"
     texts.write_text("great good\n")
     output = tmp_path / "p.csv"
     args = text_args(tmp_path / "gone.csv", tmp_path, *writer_args(output), "--data.init_args.predict_path", str(texts))
-    cli = LinkingCLI(args=["predict", *args, "--ckpt_path", str(ckpt)])
+    cli = QuantlightCLI(args=["predict", *args, "--ckpt_path", str(ckpt)])
     assert cli.datamodule.hparams.vectorizer_checkpoint == str(ckpt)
     assert "positive" in output.read_text()
