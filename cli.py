@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.quant_trainer import QuantlightTrainer
@@ -115,7 +116,7 @@ def _best_or_last(trainer) -> str | None:
 def main(args: list[str] | None = None) -> None:
     try:
         QuantlightCLI(args)
-    except QuantlightError as err:
+    except (QuantlightError, MisconfigurationException) as err:  # the user's input, not a bug: no traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
