@@ -1,4 +1,4 @@
-"""DDP on CPU: two gloo processes train, metrics are synchronized across ranks."""
+"""DDP on CPU: two gloo processes train both models, metrics are synchronized, quantization runs once."""
 
 from __future__ import annotations
 
@@ -11,18 +11,33 @@ import torch
 
 from datamodules.mnist import MNISTDataModule
 from modules import LogisticRegression
+from tests.conftest import write_text_corpus
 from tests.test_cli import REPO, checkpoint_callback_args, mnist_args
+from tests.test_text_cli import text_args
+
+# A quick quantization report: two methods, one batch size, short timing.
+QUANT_ARGS = [
+    "--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[fp32, dynamic_int8]",
+    "--trainer.callbacks.latency_batch_sizes=[1]", "--trainer.callbacks.min_run_time_s=0.02",
+]  # fmt: skip
+DDP_ARGS = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--test_after_fit", "false"]
+
+
+def run_ddp(args: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "fit", *args, *DDP_ARGS], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(mnist_root: Path, tmp_path: Path):
     args = [
-        "fit", *mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "1", "--data.batch_size", "16"),
-        *checkpoint_callback_args(tmp_path), "--model.init_args.optimizer.init_args.lr", "0.0002",
-        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--test_after_fit", "false",
+        *mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "1", "--data.batch_size", "16"),
+        *checkpoint_callback_args(tmp_path), "--model.init_args.optimizer.init_args.lr", "0.0002", *QUANT_ARGS,
     ]  # fmt: skip
-    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_ddp(args)
 
     best = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=True)
     logged = next(state["best_model_score"] for state in best["callbacks"].values() if "best_model_score" in state)
@@ -36,3 +51,20 @@ def test_ddp_two_cpu_processes(mnist_root: Path, tmp_path: Path):
         accuracy = (model(x).argmax(-1) == y).float().mean()
     assert 0.2 < accuracy < 1.0  # a partly trained model, so the check can tell halves apart
     assert logged.item() == pytest.approx(accuracy.item(), abs=1e-6)
+
+    # The report is written once, by rank zero, from the best checkpoint; rank one waited and wrote nothing.
+    report = tmp_path / "mnist_logistic" / "version_0" / "quantization"
+    assert sorted(p.name for p in report.iterdir()) == ["dynamic_int8.pt", "fp32.pt", "report.json", "report.md"]
+    assert (proc.stdout + proc.stderr).count("Quantization report (2 methods") == 1
+    assert sorted(p.name for p in (tmp_path / "mnist_logistic").iterdir()) == ["version_0"]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_text(tmp_path: Path):
+    corpus = write_text_corpus(tmp_path / "corpus.csv", n=160)
+    proc = run_ddp([*text_args(corpus, tmp_path, "--trainer.max_epochs", "2"), *QUANT_ARGS])
+    assert (proc.stdout + proc.stderr).count("Quantization report (2 methods") == 1
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and "TextDataModule" in checkpoint
+    rows = (tmp_path / "text_mlp" / "version_0" / "quantization" / "report.json").read_text()
+    assert '"method": "dynamic_int8"' in rows
