@@ -71,4 +71,7 @@ def batch_loader(
         collate_fn=_keep_batch,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # Each new iterator draws a worker seed; from its own generator, not the global RNG, so that
+        # creating loaders (which a resumed run does at other moments) never shifts dropout's draws.
+        generator=torch.Generator().manual_seed(seed),
     )

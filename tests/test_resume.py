@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import write_text_corpus
 from tests.test_cli import REPO, checkpoint_callback_args, mnist_args
+from tests.test_text_cli import text_args
 
 
 def run_cli(*args: str, expect_kill: bool = False) -> None:
@@ -45,6 +47,34 @@ def test_killed_and_resumed_run_matches_uninterrupted(mnist_root: Path, tmp_path
     momentum = [[s["momentum_buffer"] for s in c["optimizer_states"][0]["state"].values()] for c in (expected, resumed)]
     assert len(momentum[0]) == len(momentum[1]) == 2
     assert all(torch.equal(a, b) for a, b in zip(*momentum, strict=True))
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_text_run_matches_uninterrupted(tmp_path: Path):
+    corpus = write_text_corpus(tmp_path / "corpus.csv")
+    # Dropout draws from the torch RNG every step: equality needs the RNG state restored, not only weights.
+    extra = ["--trainer.max_epochs", "4", "--model.init_args.dropout", "0.3", "--test_after_fit", "false"]
+
+    def args(out: Path, *more: str) -> list[str]:
+        return ["fit", *text_args(corpus, out, *extra), *more]
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run_cli(*args(whole))
+    run_cli(
+        *args(broken, "--trainer.callbacks+=tests.faults.KillAtEpoch", "--trainer.callbacks.epoch=2"), expect_kill=True
+    )
+    last = broken / "ckpt" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    run_cli(*args(broken, "--ckpt_path", str(last)))
+
+    expected = torch.load(whole / "ckpt" / "last.ckpt", weights_only=True)
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == expected["epoch"] == 3
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    vectorizers = [c["TextDataModule"]["vectorizer"] for c in (expected, resumed)]
+    assert vectorizers[0]["vocabulary"] == vectorizers[1]["vocabulary"]
+    assert torch.equal(vectorizers[0]["idf"], vectorizers[1]["idf"])
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_best_checkpoint(mnist_root: Path, tmp_path: Path):
