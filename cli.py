@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.quant_trainer import QuantlightTrainer
 from datamodules.text_vectorizer import link_checkpoint_vectorizer
-from errors import QuantlightError
+from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
 from modules.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
 
@@ -76,6 +76,12 @@ class QuantlightCLI(LightningCLI):
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # a constructor refused a value; jsonargparse wraps its message
+            raise ConfigError(refusal(err)) from err
+
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         if self.checkpoint is not None:  # the data decides the model's width: check it fits the weights
@@ -95,6 +101,16 @@ class QuantlightCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+
+
+def refusal(err: ValueError) -> str:
+    """The constructor's own ``Expected ...`` line from a (possibly wrapped) instantiation error.
+
+    >>> refusal(ValueError("Does not validate\\n  - Expected `batch_size` >= 1, got 0.\\n  - Expected None"))
+    'Expected `batch_size` >= 1, got 0.'
+    """
+    lines = [line.strip(" -") for line in str(err).splitlines()]
+    return next((line for line in lines if line.startswith("Expected `")), lines[0] if lines else repr(err))
 
 
 def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:

@@ -19,3 +19,7 @@ class CheckpointError(QuantlightError):
 
 class NonFiniteLossError(QuantlightError):
     """Training produced a NaN or infinite loss; checkpoints written before it are kept."""
+
+
+class ConfigError(QuantlightError):
+    """A constructor refused a value from the config or the command line."""
