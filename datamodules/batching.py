@@ -7,9 +7,11 @@ batch back from one indexing operation.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
+from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
@@ -75,3 +77,43 @@ def batch_loader(
         # creating loaders (which a resumed run does at other moments) never shifts dropout's draws.
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class InMemoryDataModule(LightningDataModule, ABC):
+    """Loaders for a datamodule whose splits are in-memory datasets served a batch at a time.
+
+    Subclasses implement :meth:`dataset` and keep ``batch_size``, ``num_workers`` and ``seed`` in
+    ``self.hparams``; ``predict_split`` names the split that ``predict`` reads.
+    """
+
+    predict_split = "test"
+
+    @abstractmethod
+    def dataset(self, split: str) -> Dataset:
+        """The dataset of ``split`` (``train``, ``val``, ``test`` or ``predict_split``)."""
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        return batch_loader(
+            self.dataset("train"),
+            self.hparams.batch_size,
+            shuffle=True,
+            seed=self.hparams.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.predict_split)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return batch_loader(
+            self.dataset(split), self.hparams.batch_size, seed=self.hparams.seed, num_workers=self.hparams.num_workers
+        )

@@ -10,12 +10,10 @@ import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from datamodules.batching import TensorBatchDataset, batch_loader
+from datamodules.batching import InMemoryDataModule, TensorBatchDataset
 from errors import DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -66,7 +64,7 @@ def load_mnist_split(raw_dir: Path, split: str) -> tuple[torch.Tensor, torch.Ten
     return features, labels  # (N, 784), (N,)
 
 
-class MNISTDataModule(LightningDataModule):
+class MNISTDataModule(InMemoryDataModule):
     """MNIST as flattened, normalized 784-vectors: train/val split of the 60k, official 10k test.
 
     Args:
@@ -141,26 +139,5 @@ class MNISTDataModule(LightningDataModule):
         if stage in ("test", "predict", None) and "test" not in self.datasets:
             self.datasets["test"] = TensorBatchDataset(*load_mnist_split(self.raw_dir, "test"))
 
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        return batch_loader(
-            self.datasets["train"],
-            self.hparams.batch_size,
-            shuffle=True,
-            seed=self.hparams.seed,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return batch_loader(self.datasets[split], self.hparams.batch_size, num_workers=self.hparams.num_workers)
+    def dataset(self, split: str) -> TensorBatchDataset:
+        return self.datasets[split]

@@ -13,10 +13,8 @@ from typing import Literal
 
 import scipy.sparse
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 
-from datamodules.batching import batch_loader
+from datamodules.batching import InMemoryDataModule
 from datamodules.text_corpus import (
     OnBadRow,
     Rows,
@@ -39,7 +37,7 @@ from datamodules.text_vectorizer import (
 from errors import CheckpointError, DataError
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(InMemoryDataModule):
     """A labelled text corpus served as sparse vectors from a scikit-learn vectorizer.
 
     Args:
@@ -76,6 +74,8 @@ class TextDataModule(LightningDataModule):
         num_workers: DataLoader worker processes (0 is fastest: the data is in memory).
         seed: Seed of the stratified split and of the per-epoch shuffling.
     """
+
+    predict_split = "predict"  # the texts of `predict_path`
 
     def __init__(
         self,
@@ -214,31 +214,7 @@ class TextDataModule(LightningDataModule):
         self._vectorizer, self._classes = vectorizer, classes
         self._datasets.clear()
 
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        return batch_loader(
-            self._dataset("train"),
-            self.hparams.batch_size,
-            shuffle=True,
-            seed=self.hparams.seed,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return batch_loader(self._dataset(split), self.hparams.batch_size, num_workers=self.hparams.num_workers)
-
-    def _dataset(self, split: str) -> SparseBatchDataset:
+    def dataset(self, split: str) -> SparseBatchDataset:
         # Vectorized when a loader is built: Lightning restores a checkpoint's vectorizer after setup().
         if split not in self._datasets:
             if split == "predict":

@@ -65,7 +65,7 @@ def test_classes_keep_and_order_labels(tmp_path):
     assert dm.classes == ["positive", "negative"] and dm.num_classes == 2
     assert sum(len(dm.split_rows(s)) for s in ("train", "val", "test")) == 60
     dm.setup("fit")
-    _, y = dm._dataset("train").__getitems__(list(range(len(dm.split_rows("train")))))
+    _, y = dm.dataset("train").__getitems__(list(range(len(dm.split_rows("train")))))
     expected = [0 if label == "positive" else 1 for label in dm.split_rows("train").labels]
     assert y.tolist() == expected
     assert TextDataModule(str(path)).num_classes == 3  # without `classes`: every label, sorted
