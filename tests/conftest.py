@@ -100,3 +100,15 @@ def text_corpus(tmp_path: Path) -> Path:
 def imdb_root(tmp_path: Path) -> Path:
     """A tiny aclImdb tree (12 reviews per split and label) under tmp_path/imdb."""
     return write_imdb_tree(tmp_path / "imdb")
+
+
+def cli_error(capsys, *args: str) -> str:
+    """Run the CLI expecting a user error (exit status 2, no traceback); return what it wrote to stderr."""
+    from cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err

@@ -6,20 +6,9 @@ import re
 
 import pytest
 
-from cli import main
-from tests.conftest import write_text_corpus
+from tests.conftest import cli_error, write_text_corpus
 from tests.test_cli import mnist_args
 from tests.test_text_cli import text_args
-
-
-def cli_error(capsys, *args: str) -> str:
-    """Run the CLI expecting a user error; return everything it wrote to stderr."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -41,8 +30,8 @@ def test_bad_corpus(content, val_file, message, tmp_path, capsys):
         train = write_text_corpus(tmp_path / "train.csv")
         extra = ["--data.init_args.path", "null", "--data.init_args.train_path", str(train),
                  "--data.init_args.val_path", str(corpus)]  # fmt: skip
-    err = cli_error(capsys, "fit", *text_args(corpus, tmp_path, "--trainer.max_epochs", "1"), *extra)
-    assert re.match(message, err.splitlines()[-1])
+    line = cli_error(capsys, "fit", *text_args(corpus, tmp_path, "--trainer.max_epochs", "1"), *extra).splitlines()[-1]
+    assert re.match(message, line)
     assert corpus.read_bytes() == content
 
 

@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from cli import main
 from errors import CheckpointError
 from modules import LogisticRegression
 from modules.checkpoints import check_checkpoint_matches, read_checkpoint
+from tests.conftest import cli_error
 from tests.test_cli import mnist_args
 
 
@@ -86,18 +86,11 @@ def test_missing_weights(tmp_path):
 
 
 # Through the CLI: one line on stderr, exit status 2, and the user's file untouched.
-def cli_error(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.splitlines()[-1]
-
-
 @pytest.mark.parametrize("subcommand", ["fit", "test", "validate", "predict", "quantize"])
 def test_cli_missing_checkpoint(subcommand, mnist_root, tmp_path, capsys):
-    line = cli_error(capsys, subcommand, *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(tmp_path / "x.ckpt"))
+    line = cli_error(
+        capsys, subcommand, *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(tmp_path / "x.ckpt")
+    ).splitlines()[-1]
     assert line == f"error: Checkpoint {tmp_path / 'x.ckpt'} not found. Pass an existing .ckpt file to --ckpt_path."
 
 
@@ -112,12 +105,12 @@ def test_cli_missing_checkpoint(subcommand, mnist_root, tmp_path, capsys):
 def test_cli_checkpoint_that_does_not_fit(class_path, input_dim, match, mnist_root, tmp_path, capsys):
     path = save_checkpoint(tmp_path / "other.ckpt", LogisticRegression(input_dim=input_dim), class_path)
     before = path.read_bytes()
-    line = cli_error(capsys, "test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path))
+    line = cli_error(capsys, "test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path)).splitlines()[-1]
     assert re.match(match, line)
     assert path.read_bytes() == before
 
 
 def test_cli_truncated_checkpoint(good, mnist_root, tmp_path, capsys):
     good.write_bytes(good.read_bytes()[:-200])
-    line = cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(good))
+    line = cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(good)).splitlines()[-1]
     assert re.match(r"^error: Checkpoint .*good.ckpt is truncated or corrupted", line)
