@@ -40,7 +40,7 @@ def test_bad_corpus(content, val_file, message, tmp_path, capsys):
     [
         (["--model.init_args.no_such_arg", "1"], r"no_such_arg"),
         (["--trainer.max_epochs", "many"], r"max_epochs"),
-        (["--data.batch_size", "0"], r"\nerror: Expected `batch_size` >= 1, got 0.\n$"),
+        (["--data.batch_size", "0"], r"(?m)^error: Expected `batch_size` >= 1, got 0.$"),
         (
             ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[fp32, int3]"],
             r"int3",
