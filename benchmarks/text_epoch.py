@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.mnist_epoch import EpochTimer
-from cli import QuantlightCLI
+from benchmarks.timing import fit_epochs, print_epochs
 from datamodules.text import TextDataModule
 from modules.mlp import mlp_body
 
@@ -51,22 +48,11 @@ def seed_style_epochs(corpus: str, classes: list[str], batch_size: int, epochs: 
 
 
 def quantlight_epochs(corpus: str, classes: list[str], batch_size: int, epochs: int, sparse: bool) -> list[float]:
-    with tempfile.TemporaryDirectory() as out:
-        cli = QuantlightCLI(
-            args=[
-                "-c", "configs/text_mlp.yaml", "--data.init_args.path", corpus,
-                "--data.init_args.classes", f"[{','.join(classes)}]", "--data.init_args.sparse", str(sparse).lower(),
-                "--data.init_args.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs),
-                "--trainer.logger.init_args.save_dir", out, "--trainer.enable_progress_bar", "false",
-                "--trainer.callbacks", "[]", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                "--trainer.callbacks.monitor=val/acc", "--trainer.callbacks.mode=max",
-            ],
-            run=False,
-        )  # fmt: skip
-        timer = EpochTimer()
-        cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return timer.epochs
+    return fit_epochs(
+        "configs/text_mlp.yaml", "--data.init_args.path", corpus, "--data.init_args.classes", f"[{','.join(classes)}]",
+        "--data.init_args.sparse", str(sparse).lower(), "--data.init_args.batch_size", str(batch_size),
+        "--trainer.max_epochs", str(epochs),
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -84,11 +70,8 @@ def main() -> None:
         "(b) Quantlight fit, sparse (val + ckpt)": quantlight_epochs(args.corpus, classes, bs, epochs, sparse=True),
         "(c) Quantlight fit, densified batches": quantlight_epochs(args.corpus, classes, bs, epochs, sparse=False),
     }
-    median = {name: statistics.median(times) for name, times in results.items()}
-    print(f"\nTweets MLP 5000-512-256-128-64-2, batch {bs}, torch threads {torch.get_num_threads()}")
-    for name, times in results.items():
-        print(f"  {name:42s} {median[name]:7.3f} s/epoch  (epochs: {', '.join(f'{t:.2f}' for t in times)})")
-    a, b, c = median.values()
+    title = f"Tweets MLP 5000-512-256-128-64-2, batch {bs}, torch threads {torch.get_num_threads()}"
+    a, b, c = print_epochs(title, results)
     print(f"  Quantlight sparse / seed-style: {b / a:.3f}  (target <= 0.333)")
     print(f"  Quantlight sparse / densified:  {b / c:.3f}")
 

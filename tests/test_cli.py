@@ -17,7 +17,7 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 def mnist_args(root: Path, out: Path, *extra: str) -> list[str]:
     return [
         "-c", str(REPO / "configs/mnist_logistic.yaml"),
-        "--data.data_dir", str(root), "--data.download", "false", "--data.val_size", "100",
+        "--data.data_dir", str(root), "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "64",
         "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks", "[]",
         *extra,

@@ -1,0 +1,51 @@
+"""Shared pieces of the epoch-time benchmarks: a per-epoch timer callback and the printed table."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+from lightning.pytorch import Callback
+
+from callbacks import PostTrainingQuantization
+from cli import QuantlightCLI
+
+
+class EpochTimer(Callback):
+    """Wall time from one training epoch's start to the next (validation and checkpointing included)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+
+    @property
+    def epochs(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:
+    """Print each loop's median seconds per epoch (and every epoch); return the medians in order."""
+    medians = [statistics.median(times) for times in results.values()]
+    print(f"\n{title}")
+    for (name, times), median in zip(results.items(), medians, strict=True):
+        print(f"  {name:42s} {median:7.3f} s/epoch  (epochs: {', '.join(f'{t:.2f}' for t in times)})")
+    return medians
+
+
+def fit_epochs(config: str, *overrides: str) -> list[float]:
+    """Seconds per epoch of ``fit`` with ``config`` as a user runs it (its logger, checkpoints and
+    progress bar), the quantization report left out: it runs after training."""
+    with tempfile.TemporaryDirectory() as out:
+        args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
+        cli = QuantlightCLI(args=args, run=False)
+        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
+        timer = EpochTimer()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.epochs
