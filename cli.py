@@ -58,10 +58,15 @@ class QuantlightCLI(LightningCLI):
         # is a one-line CheckpointError, not a torch.load traceback or a silently different model.
         self.checkpoint = None
         ckpt_path = self._ckpt_path()
-        if ckpt_path:
-            self.checkpoint = read_checkpoint(ckpt_path)
-            check_model_class(ckpt_path, self.checkpoint, self.config[self.config.subcommand].model.class_path)
-        super()._parse_ckpt_path()
+        if not ckpt_path:
+            return super()._parse_ckpt_path()
+        # `--weights_only false` is the user's explicit opt-out for a file they trust.
+        trusted = self.config[self.config.subcommand].get("weights_only") is False
+        self.checkpoint = read_checkpoint(ckpt_path, weights_only=not trusted)
+        check_model_class(ckpt_path, self.checkpoint, self.config[self.config.subcommand].model.class_path)
+        if not trusted:  # Lightning re-reads the hyperparameters with weights_only=True, whatever the flag
+            super()._parse_ckpt_path()
+        return None
 
     def _ckpt_path(self) -> str | None:
         subcommand = self.config.get("subcommand")

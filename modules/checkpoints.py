@@ -16,20 +16,27 @@ import torch
 from errors import CheckpointError
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a Lightning checkpoint with ``weights_only=True``, or raise :class:`CheckpointError`."""
+def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
+    """Load a Lightning checkpoint, or raise :class:`CheckpointError`.
+
+    Args:
+        path: The ``.ckpt`` file.
+        weights_only: Refuse anything but plain tensors and data; ``False`` unpickles arbitrary
+            objects and is for checkpoints from a source the user trusts (``--weights_only false``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} not found. Pass an existing .ckpt file to --ckpt_path.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as err:
         lines = str(err).splitlines()
         reason = next((line.strip() for line in lines if "GLOBAL" in line), lines[0] if lines else "")
         reason = "".join(c if c.isprintable() else "?" for c in reason)[:120]
         raise CheckpointError(
             f"Checkpoint {path} cannot be loaded safely: it is corrupted or holds objects that are not plain "
-            f"tensors or data ({reason}). Use a checkpoint written by fit, from a source you trust."
+            f"tensors or data ({reason}). Use a checkpoint written by fit, or pass --weights_only false "
+            "only if you trust its source."
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import lightning
 import pytest
 import torch
 
+from cli import main
 from errors import CheckpointError
 from modules import LogisticRegression
 from modules.checkpoints import check_checkpoint_matches, read_checkpoint
@@ -114,3 +116,16 @@ def test_cli_truncated_checkpoint(good, mnist_root, tmp_path, capsys):
     good.write_bytes(good.read_bytes()[:-200])
     line = cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(good)).splitlines()[-1]
     assert re.match(r"^error: Checkpoint .*good.ckpt is truncated or corrupted", line)
+
+
+def test_cli_weights_only_false_is_an_explicit_opt_out(mnist_root, tmp_path, capsys):
+    # A checkpoint holding a pickled object: refused by default, loaded when the user opts out.
+    path = tmp_path / "pickled.ckpt"
+    model = LogisticRegression()
+    hparams = {"_class_path": "modules.LogisticRegression", "input_dim": 784, "num_classes": 10}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams, "note": LogisticRegression}
+    torch.save({**checkpoint, "pytorch-lightning_version": lightning.__version__}, path)
+    refused = cli_error(capsys, "test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path))
+    assert "cannot be loaded safely" in refused.splitlines()[-1]
+    assert "--weights_only false" in refused.splitlines()[-1]
+    main(["test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path), "--weights_only", "false"])
