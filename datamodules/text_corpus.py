@@ -52,6 +52,14 @@ class Rows:
         self.labels.append(label)
         self.lines.append(line)
 
+    def add_checked(self, text: str | None, label: str | None, line: int, labelled: bool) -> None:
+        """Add the row, or record it as bad with the reason it is unusable."""
+        reason = _clean_text(text, label, labelled)
+        if reason:
+            self.bad.append(BadRow(self.path, line, reason))
+        else:
+            self.add(text, label, line)
+
     def subset(self, keep: list[int]) -> Rows:
         """The rows at positions ``keep``, in that order (bad rows stay with the file they came from)."""
         return Rows(
@@ -155,11 +163,7 @@ def _read_delimited(
                 continue
             text = record[text_at]
             label = record[label_at].strip() if label_at is not None else None
-            reason = _clean_text(text, label, label_required and label_at is not None)
-            if reason:
-                rows.bad.append(BadRow(str(path), start, reason))
-            else:
-                rows.add(text, label, start)
+            rows.add_checked(text, label, start, label_required and label_at is not None)
     return rows
 
 
@@ -186,11 +190,7 @@ def _read_jsonl(path: Path, text_column: str, label_column: str | None, label_re
                 rows.bad.append(BadRow(str(path), line, f"{text_column!r} is not a string"))
                 continue
             label = None if label is None else str(label).strip()
-            reason = _clean_text(text, label, label_required and label_column is not None)
-            if reason:
-                rows.bad.append(BadRow(str(path), line, reason))
-            else:
-                rows.add(text, label, line)
+            rows.add_checked(text, label, line, label_required and label_column is not None)
     return rows
 
 
