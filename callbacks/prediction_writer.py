@@ -8,15 +8,15 @@ crash never leaves half a file, and an existing file is never overwritten unless
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from callbacks.atomic import atomic_write
 from errors import DataError
 
 SUFFIXES = (".csv", ".jsonl")
@@ -54,25 +54,18 @@ def prediction_records(
 
 def write_records(path: Path, records: list[dict], classes: list[str]) -> None:
     """Write records as CSV (``line,label,prob_<class>...,error,text``) or JSON Lines, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as f:
-            if path.suffix == ".jsonl":
-                for record in records:
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            else:
-                columns = ["line", "label", *(f"prob_{name}" for name in classes), "error", "text"]
-                writer = csv.DictWriter(f, columns)
-                writer.writeheader()
-                for record in records:
-                    flat = {key: value for key, value in record.items() if key != "probabilities"}
-                    flat |= {f"prob_{name}": p for name, p in record.get("probabilities", {}).items()}
-                    writer.writerow(flat)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    out = io.StringIO(newline="")
+    if path.suffix == ".jsonl":
+        out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    else:
+        columns = ["line", "label", *(f"prob_{name}" for name in classes), "error", "text"]
+        writer = csv.DictWriter(out, columns)
+        writer.writeheader()
+        for record in records:
+            flat = {key: value for key, value in record.items() if key != "probabilities"}
+            flat |= {f"prob_{name}": p for name, p in record.get("probabilities", {}).items()}
+            writer.writerow(flat)
+    atomic_write(path, out.getvalue().encode("utf-8"))
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.quant_artifacts import atomic_write
+from callbacks.atomic import atomic_write
 
 Row = dict[str, Any]
 
