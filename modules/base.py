@@ -47,6 +47,7 @@ class ClassifierModule(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._pending_rng_states: dict | None = None  # set by on_load_checkpoint, applied at the next epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, input_dim) -> (B, num_classes)
@@ -103,7 +104,7 @@ class ClassifierModule(LightningModule):
         self._pending_rng_states = checkpoint.get("rng_states")
 
     def on_train_epoch_start(self) -> None:
-        if getattr(self, "_pending_rng_states", None) is not None:
+        if self._pending_rng_states is not None:
             restore_rng_states(self._pending_rng_states)
             self._pending_rng_states = None
 
