@@ -6,6 +6,7 @@ epoch of logistic regression cost about what the model step costs.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -21,28 +22,63 @@ _FILES = {  # split -> (images, labels, rows)
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
-_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+IMAGE_SHAPE = (28, 28)  # every MNIST-format image; `input_dim` and the model are built for it
+_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049  # IDX magic: 0x08 (uint8) << 8 | number of dimensions
+_WHAT = {_IMAGE_MAGIC: "uint8 images, 3 dimensions", _LABEL_MAGIC: "uint8 labels, 1 dimension"}
+_FIX = "Replace it with the original uncompressed *-ubyte file."
 
 
-def check_idx_file(path: Path, magic: int, item_bytes: int) -> int:
-    """Validate an uncompressed IDX file's magic number and length; return its row count.
+def read_idx_header(path: Path, magic: int) -> tuple[int, ...]:
+    """The dimensions an uncompressed IDX file's header declares, after checking its magic number.
 
     torchvision's reader checks with ``assert`` (gone under ``python -O``) and reads truncated
-    label files silently, so the header is checked here first.
+    label files silently, so every header field is checked here first.
     """
     if not path.is_file():
-        raise DataError(f"MNIST file {path} not found.")
-    size = path.stat().st_size
+        raise DataError(f"MNIST file {path} not found. Put the four *-ubyte files there or pass --data.data_dir.")
+    header_bytes = _header_bytes(magic)
     with path.open("rb") as f:
-        header = f.read(8)
+        header = f.read(header_bytes)
     found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
     if found != magic:
         raise DataError(
-            f"{path} is not an MNIST IDX file: magic number {found}, expected {magic}. "
-            "Replace it with the original uncompressed *-ubyte file."
+            f"{path} is not an MNIST IDX file: magic number {found}, expected {magic} ({_WHAT[magic]})"
+            f"{_describe_magic(found)}. {_FIX}"
         )
-    rows = int.from_bytes(header[4:8], "big")
-    expected = (16 if magic == _IMAGE_MAGIC else 8) + rows * item_bytes
+    if len(header) < header_bytes:
+        raise DataError(
+            f"{path} is truncated: {len(header)} bytes, shorter than its {header_bytes}-byte header. "
+            "Delete it and download again."
+        )
+    return tuple(int.from_bytes(header[i : i + 4], "big") for i in range(4, header_bytes, 4))
+
+
+def _header_bytes(magic: int) -> int:
+    return 4 + 4 * (magic & 0xFF)  # the magic number, then one 32-bit size per dimension
+
+
+def _describe_magic(found: int | None) -> str:
+    """What a wrong magic number is, when it says something useful (a swapped or compressed file)."""
+    if found in _WHAT:
+        return f"; found an MNIST {'images' if found == _IMAGE_MAGIC else 'labels'} file"
+    if found is not None and found >> 8 == 0x08:
+        return f"; found uint8 with {found & 0xFF} dimensions"
+    if found is not None and found >> 16 == 0x1F8B:
+        return "; found a gzip archive (gunzip it)"
+    return ""
+
+
+def check_idx_file(path: Path, magic: int) -> int:
+    """Validate an IDX file's header (magic, dimensions, row count) against its length; return its rows."""
+    rows, *item_shape = read_idx_header(path, magic)
+    if magic == _IMAGE_MAGIC and tuple(item_shape) != IMAGE_SHAPE:
+        raise DataError(
+            f"{path} header declares {rows} images of {'x'.join(map(str, item_shape))} pixels, expected "
+            f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} (every MNIST image, train and test). {_FIX}"
+        )
+    if rows == 0:
+        raise DataError(f"{path} header declares 0 rows: the file holds no data. {_FIX}")
+    size, expected = path.stat().st_size, _header_bytes(magic) + rows * math.prod(item_shape)
     if size != expected:
         raise DataError(
             f"{path} is truncated or padded: {size} bytes, expected {expected} for {rows} rows. "
@@ -51,15 +87,37 @@ def check_idx_file(path: Path, magic: int, item_bytes: int) -> int:
     return rows
 
 
+def check_labels(path: Path, labels: torch.Tensor, num_classes: int = 10) -> None:
+    """Refuse labels outside ``0..num_classes-1`` (cross-entropy would fail mid-training on them)."""
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+    if len(bad):
+        index = int(bad[0])
+        more = f" ({len(bad)} labels out of range in all)" if len(bad) > 1 else ""
+        raise DataError(
+            f"{path} holds label {int(labels[index])} at index {index} (byte {8 + index}), expected a digit "
+            f"0..{num_classes - 1}{more}. {_FIX}"
+        )
+
+
+def read_split_labels(raw_dir: Path, split: str) -> torch.Tensor:
+    """Check both files of a split (headers, sizes, one label per image) and return its ``(N,)`` labels."""
+    images_name, labels_name, _ = _FILES[split]
+    n_images = check_idx_file(raw_dir / images_name, _IMAGE_MAGIC)
+    n_labels = check_idx_file(raw_dir / labels_name, _LABEL_MAGIC)
+    if n_images != n_labels:
+        raise DataError(
+            f"{raw_dir / images_name} holds {n_images} images but {labels_name} holds {n_labels} labels; the "
+            f"{split} split needs one label per image. Replace both with the files of one MNIST release."
+        )
+    labels = read_label_file(str(raw_dir / labels_name))  # (N,) int64
+    check_labels(raw_dir / labels_name, labels)
+    return labels
+
+
 def load_mnist_split(raw_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one split into ``(N, 784)`` float32 normalized pixels and ``(N,)`` int64 labels."""
-    images_name, labels_name, _ = _FILES[split]
-    n_images = check_idx_file(raw_dir / images_name, _IMAGE_MAGIC, 28 * 28)
-    n_labels = check_idx_file(raw_dir / labels_name, _LABEL_MAGIC, 1)
-    if n_images != n_labels:
-        raise DataError(f"{raw_dir}: {n_images} images but {n_labels} labels in the {split} split.")
-    images = read_image_file(str(raw_dir / images_name))  # (N, 28, 28) uint8
-    labels = read_label_file(str(raw_dir / labels_name))  # (N,) int64
+    labels = read_split_labels(raw_dir, split)
+    images = read_image_file(str(raw_dir / _FILES[split][0]))  # (N, 28, 28) uint8
     features = images.reshape(len(images), -1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
     return features, labels  # (N, 784), (N,)
 
@@ -76,7 +134,7 @@ class MNISTDataModule(InMemoryDataModule):
         seed: Seed of the train/val split and of the per-epoch shuffling.
     """
 
-    input_dim = 28 * 28
+    input_dim = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
     num_classes = 10
 
     def __init__(
@@ -126,18 +184,23 @@ class MNISTDataModule(InMemoryDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and "train" not in self.datasets:
-            features, labels = load_mnist_split(self.raw_dir, "train")
-            if self.hparams.val_size >= len(labels):
-                raise DataError(
-                    f"`val_size` is {self.hparams.val_size} but {self.raw_dir} holds only {len(labels)} "
-                    "training images; lower --data.val_size."
-                )
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.seed))
-            val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
-            self.datasets["train"] = TensorBatchDataset(features[train_idx], labels[train_idx])
-            self.datasets["val"] = TensorBatchDataset(features[val_idx], labels[val_idx])
+            self._setup_train_val()
+            if stage == "fit":  # the test split is read after training: a bad file stops the run now
+                read_split_labels(self.raw_dir, "test")
         if stage in ("test", "predict", None) and "test" not in self.datasets:
             self.datasets["test"] = TensorBatchDataset(*load_mnist_split(self.raw_dir, "test"))
+
+    def _setup_train_val(self) -> None:
+        features, labels = load_mnist_split(self.raw_dir, "train")
+        if self.hparams.val_size >= len(labels):
+            raise DataError(
+                f"`val_size` is {self.hparams.val_size} but {self.raw_dir} holds only {len(labels)} "
+                "training images; lower --data.val_size."
+            )
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.seed))
+        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        self.datasets["train"] = TensorBatchDataset(features[train_idx], labels[train_idx])
+        self.datasets["val"] = TensorBatchDataset(features[val_idx], labels[val_idx])
 
     def dataset(self, split: str) -> TensorBatchDataset:
         return self.datasets[split]

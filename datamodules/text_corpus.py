@@ -3,6 +3,8 @@
 Every row keeps the line it came from, so a bad row (empty text, missing or unknown label,
 bytes that are not UTF-8, a malformed record) is reported as ``file:line: reason`` and the
 caller decides whether that stops the run or is skipped and counted.
+
+A CSV/TSV text may be ``MAX_FIELD_CHARS`` (64 Mi) characters long, not the ``csv`` module's 131,072.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +27,11 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndj
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 IMDB_LABELS = {"neg": "negative", "pos": "positive"}  # aclImdb folder -> label
+# Longest CSV/TSV field (one text) read, in characters; `read_rows(max_field_chars=...)` overrides it.
+# A whole book is a few million characters (War and Peace: 3.2 M), so real documents fit with room
+# to spare; a field past 64 Mi is far more likely a quote never closed (it swallows the rest of the
+# file) than a text, and already takes 64-256 MB as a Python string before vectorizing.
+MAX_FIELD_CHARS = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,12 @@ def file_format(path: Path, allow_lines: bool) -> str:
 
 
 def read_rows(
-    path: Path, text_column: str, label_column: str | None, allow_lines: bool = False, label_required: bool = True
+    path: Path,
+    text_column: str,
+    label_column: str | None,
+    allow_lines: bool = False,
+    label_required: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> Rows:
     """Read a corpus file; rows that cannot be used go to ``Rows.bad`` with their line.
 
@@ -92,7 +106,10 @@ def read_rows(
         label_column: Column holding the label; ``None`` reads texts only.
         allow_lines: Accept one-text-per-line files (for prediction inputs).
         label_required: Every row must have a label; otherwise a missing label column or value reads as ``None``.
+        max_field_chars: Longest CSV/TSV field, in characters; a longer one is a ``DataError`` naming its line.
     """
+    if max_field_chars < 1:
+        raise ValueError(f"Expected `max_field_chars` >= 1, got {max_field_chars}.")
     if not path.is_file():
         raise DataError(f"Text file {path} not found. Check the path, or pass another one in the data config.")
     fmt = file_format(path, allow_lines)
@@ -100,7 +117,8 @@ def read_rows(
         return _read_lines(path)
     if fmt == "jsonl":
         return _read_jsonl(path, text_column, label_column, label_required)
-    return _read_delimited(path, "," if fmt == "csv" else "\t", text_column, label_column, label_required)
+    delimiter = "," if fmt == "csv" else "\t"
+    return _read_delimited(path, delimiter, text_column, label_column, label_required, max_field_chars)
 
 
 def _clean_text(text: str | None, label: str | None, labelled: bool) -> str | None:
@@ -126,12 +144,12 @@ def _undecodable(value: str) -> bool:
 
 
 def _read_delimited(
-    path: Path, delimiter: str, text_column: str, label_column: str | None, label_required: bool
+    path: Path, delimiter: str, text_column: str, label_column: str | None, label_required: bool, max_field_chars: int
 ) -> Rows:
     rows = Rows(str(path))
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f, _csv_field_limit(max_field_chars):
         reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
+        header = _next_record(reader, path, 1, max_field_chars)
         if header is None:
             raise DataError(f"{path} is empty: expected a header row naming the columns.")
         header = [name.strip() for name in header]
@@ -147,15 +165,8 @@ def _read_delimited(
         text_at = header.index(text_column)
         label_at = header.index(label_column) if label_column is not None else None
         line = reader.line_num  # a quoted field may span lines: a row starts after the previous one ended
-        while True:
-            start = line + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                raise DataError(f"{path}:{reader.line_num}: malformed {delimiter!r}-separated row ({err}).") from err
-            line = reader.line_num
+        while (record := _next_record(reader, path, line + 1, max_field_chars)) is not None:
+            start, line = line + 1, reader.line_num
             if not record:
                 continue  # blank line between rows
             if len(record) != len(header):
@@ -165,6 +176,33 @@ def _read_delimited(
             label = record[label_at].strip() if label_at is not None else None
             rows.add_checked(text, label, start, label_required and label_at is not None)
     return rows
+
+
+@contextmanager
+def _csv_field_limit(max_field_chars: int) -> Iterator[None]:
+    """Set the csv module's field size limit (process-global) for the duration of one read, then restore it."""
+    previous = csv.field_size_limit(max_field_chars)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _next_record(reader, path: Path, start: int, max_field_chars: int) -> list[str] | None:
+    """The next CSV/TSV record, ``None`` at the end; an over-long field or a malformed row is a ``DataError``."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        if str(err).startswith("field larger than field limit"):
+            raise DataError(
+                f"{path}:{start}: a field longer than {max_field_chars:,} characters, the limit on one text. "
+                "If it is one long document, raise `max_field_chars` (default "
+                "datamodules.text_corpus.MAX_FIELD_CHARS); otherwise close the quote left open on that line."
+            ) from err
+        delimiter = reader.dialect.delimiter
+        raise DataError(f"{path}:{reader.line_num}: malformed {delimiter!r}-separated row ({err}).") from err
 
 
 def _read_jsonl(path: Path, text_column: str, label_column: str | None, label_required: bool) -> Rows:

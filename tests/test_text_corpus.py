@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
-from datamodules.text_corpus import BadRow, ensure_imdb, handle_bad_rows, read_imdb_split, read_rows
+from datamodules.text import TextDataModule
+from datamodules.text_corpus import (
+    MAX_FIELD_CHARS,
+    BadRow,
+    ensure_imdb,
+    handle_bad_rows,
+    read_imdb_split,
+    read_rows,
+)
 from errors import DataError
+from tests.conftest import write_text_corpus
 
 
 def test_csv_keeps_quoted_commas_and_newlines_with_start_lines(tmp_path):
@@ -131,3 +141,60 @@ def test_imdb_bad_review_files(imdb_root):
 def test_imdb_missing_without_download(tmp_path):
     with pytest.raises(DataError, match=r"IMDB reviews not found in .*aclImdb .*`download` is off"):
         ensure_imdb(tmp_path, download=False)
+
+
+def _long_document_corpus(path, text: str, delimiter: str = ",") -> None:
+    """Two short rows, then ``text`` (quoted, at line 4), then one more short row."""
+    rows = [f"text{delimiter}label", f"good day{delimiter}positive", f"bad day{delimiter}negative"]
+    rows += [f'"{text}"{delimiter}positive', f"fine day{delimiter}positive"]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def default_csv_limit():
+    """The csv module's default field limit (131,072), whatever an earlier test or import set."""
+    previous = csv.field_size_limit(131_072)
+    yield
+    csv.field_size_limit(previous)
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.tsv"], ids=["csv", "tsv"])
+def test_long_document_is_read_whole(tmp_path, name, default_csv_limit):
+    document = "good " * 200_000  # 1 MB, past the csv module's default limit of 131,072
+    _long_document_corpus(tmp_path / name, document, "," if name == "c.csv" else "\t")
+    limit_before = csv.field_size_limit()
+    rows = read_rows(tmp_path / name, "text", "label")
+    assert rows.texts == ["good day", "bad day", document, "fine day"]
+    assert rows.lines == [2, 3, 4, 5] and rows.bad == []
+    assert csv.field_size_limit() == limit_before  # set for the read only
+
+
+def test_text_datamodule_reads_a_long_document(tmp_path, default_csv_limit):
+    path = write_text_corpus(tmp_path / "c.csv", n=40)
+    document = "great " * 200_000
+    path.write_text(path.read_text() + f'"{document}",positive\n')
+    dm = TextDataModule(str(path), val_size=4, test_size=4)
+    dm.setup("fit")
+    texts = [text for split in ("train", "val", "test") for text in dm.split_rows(split).texts]
+    assert len(texts) == 41 and document in texts
+
+
+def test_field_past_the_limit_names_file_line_and_limit(tmp_path):
+    path = tmp_path / "c.csv"
+    _long_document_corpus(path, "x" * 1_000)
+    assert read_rows(path, "text", "label", max_field_chars=1_000).texts[2] == "x" * 1_000  # the limit is inclusive
+    _long_document_corpus(path, "spans\nlines " * 100)  # 1,200 characters over 101 lines, starting at line 4
+    limit_before = csv.field_size_limit()
+    match = (
+        rf"^{path}:4: a field longer than 1,000 characters, the limit on one text\. If it is one long document, "
+        r"raise `max_field_chars` \(default datamodules\.text_corpus\.MAX_FIELD_CHARS\); otherwise close the quote"
+    )
+    with pytest.raises(DataError, match=match):
+        read_rows(path, "text", "label", max_field_chars=1_000)
+    assert csv.field_size_limit() == limit_before  # restored after an error too
+
+
+def test_default_field_limit_and_its_validation(tmp_path):
+    assert MAX_FIELD_CHARS == 64 * 2**20
+    with pytest.raises(ValueError, match=r"Expected `max_field_chars` >= 1, got 0\."):
+        read_rows(tmp_path / "c.csv", "text", "label", max_field_chars=0)
