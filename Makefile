@@ -1,12 +1,15 @@
-# One environment (.venv), built on first use and reused until pyproject.toml changes.
+# One environment (.venv), built on first use and reused until pyproject.toml or the lock changes.
+# requirements.lock pins every package to the version the test suite last passed with; pyproject.toml
+# keeps the ranges for people who install Quantlight into an environment of their own.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 CONFIG ?= configs/mnist_logistic.yaml
 ARGS   ?=
 
-.PHONY: fit test lint bench clean-env
+.PHONY: fit test lint bench lock clean-env
 
 fit: $(STAMP)  ## train CONFIG (default: MNIST logistic regression); extra CLI flags in ARGS
 	$(PY) cli.py fit -c $(CONFIG) $(ARGS)
@@ -21,14 +24,23 @@ lint: $(STAMP)
 bench: $(STAMP)  ## every benchmark script, printing figures and ratios
 	for b in benchmarks/*.py; do $(PY) $$b $(ARGS) || exit 1; done
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch pinned to the release whose torchvision wheel matches it
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) ".[dev]"
 	rm -rf build *.egg-info
 	touch $(STAMP)
+
+# Re-resolve: the newest versions pyproject.toml allows, in a scratch environment, written to the
+# lock. torch and torchvision are named together so their wheels match. Then run `make test`.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q torch torchvision ".[dev]"
+	echo "# Exact versions the test suite passed with; make installs them. Re-resolve with: make lock" > $(LOCK)
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i '^quantlight' >> $(LOCK)
+	rm -rf .venv-lock build *.egg-info
 
 clean-env:
 	rm -rf $(VENV)

@@ -16,14 +16,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from torch import nn
 
 from callbacks.quant_torch import QuantOptions, plain_layers
+from quantization.int8_overflow import integer_matmuls, worst_pair_sum
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
+# `onnx_weights` -> (ONNX Runtime weight type, reduce_range). Activations are always uint8.
+WEIGHT_TYPES = {
+    "int7": (QuantType.QInt8, True),  # u8 x s7: the largest int16 pair sum is 255*64*2 = 32640, never saturates
+    "uint8": (QuantType.QUInt8, False),  # u8 x u8 kernels widen to int16 first: exact
+    "int8": (QuantType.QInt8, False),  # u8 x s8: vpmaddubsw saturates on AVX2 without VNNI
+}
 
 
 def export_onnx(net: nn.Module, opset: int = 17) -> bytes:
@@ -62,33 +70,51 @@ class _BatchReader(CalibrationDataReader):
 
 def onnx_dynamic_int8(net: nn.Module, options: QuantOptions) -> tuple[bytes, dict[str, float]]:
     """int8 weights, activations quantized per call (ONNX Runtime ``quantize_dynamic``)."""
-    return _quantize_onnx(net, options, static=False), {}
+    data = _quantize_onnx(net, options, static=False)
+    return data, int16_overflow_info(data)
 
 
 def onnx_static_int8(net: nn.Module, options: QuantOptions) -> tuple[bytes, dict[str, float]]:
     """int8 weights and activations, activation ranges calibrated on ``options.calibration``."""
     if not options.calibration:
         raise ValueError("Method `onnx_static_int8` needs calibration batches; got none (`calibration_batches` 0?).")
-    return _quantize_onnx(net, options, static=True), {}
+    data = _quantize_onnx(net, options, static=True)
+    return data, int16_overflow_info(data)
+
+
+def int16_overflow_info(data: bytes) -> dict[str, float]:
+    """``avx2_worst_pair_sum``: the largest int16 pair sum u8 activations can reach with the s8 weights.
+
+    Above 32767 the artifact can saturate on AVX2 CPUs without VNNI (see ``quantization.int8_overflow``).
+    """
+    matmuls = integer_matmuls(onnx.load_from_string(data))
+    worst = max((worst_pair_sum(m.weight) for m in matmuls if m.weight.dtype == np.int8), default=0)
+    return {"avx2_worst_pair_sum": worst}
 
 
 def _quantize_onnx(net: nn.Module, options: QuantOptions, static: bool) -> bytes:
+    if options.onnx_weights not in WEIGHT_TYPES:
+        raise ValueError(
+            f"Expected `onnx_weights` to be one of ({', '.join(WEIGHT_TYPES)}), got {options.onnx_weights!r}."
+        )
+    weight_type, reduce_range = WEIGHT_TYPES[options.onnx_weights]
+    common = {"weight_type": weight_type, "reduce_range": reduce_range, "per_channel": options.onnx_per_channel}
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(export_onnx(net, options.onnx_opset))
         with _ort_quantizer_quiet():
             if static:
-                # QOperator (QLinearMatMul) graphs are smaller and a little faster on CPU than QDQ.
+                # QOperator (QGemm) graphs are smaller and a little faster on CPU than QDQ.
                 quantize_static(
                     source,
                     target,
                     _BatchReader(options.calibration),
                     quant_format=QuantFormat.QOperator,
                     activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
+                    **common,
                 )
             else:
-                quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+                quantize_dynamic(source, target, **common)
         return target.read_bytes()
 
 

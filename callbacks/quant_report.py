@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.atomic import atomic_write
+from quantization.int8_overflow import INT16_MAX
+from quantization.machine import describe, machine_info
 
 Row = dict[str, Any]
 
@@ -50,20 +52,29 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + f"\n\nLatency measured with {threads} thread(s); sizes are the saved artifacts.\n"
 
 
+def report_markdown(rows: Sequence[Row]) -> str:
+    """The table of :func:`markdown_table` and the machine it was measured on."""
+    return markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
+
+
 def _notes(row: Row) -> str:
     notes = []
     if row["slower_than_fp32"]:
         notes.append("slower than fp32 at batch " + ", ".join(str(n) for n in row["slower_than_fp32"]))
     if "saturated_fraction" in row:
         notes.append(f"{row['saturated_fraction'] * 100:.2f}% of values saturated")
+    if row.get("avx2_worst_pair_sum", 0) > INT16_MAX:
+        notes.append("int16 sums can saturate on AVX2 CPUs without VNNI")
     return "; ".join(notes)
 
 
 def write_report(rows: Sequence[Row], folder: str | os.PathLike) -> Path:
-    """Write ``report.json`` and ``report.md`` into ``folder`` atomically; return the JSON path."""
+    """Write ``report.json`` (``{"machine": ..., "methods": rows}``) and ``report.md`` into ``folder``
+    atomically; return the JSON path."""
     folder = Path(folder)
-    atomic_write(folder / "report.md", ("# Quantization report\n\n" + markdown_table(rows)).encode())
-    return atomic_write(folder / "report.json", (json.dumps(list(rows), indent=2) + "\n").encode())
+    atomic_write(folder / "report.md", ("# Quantization report\n\n" + report_markdown(rows)).encode())
+    report = {"machine": machine_info(), "methods": list(rows)}
+    return atomic_write(folder / "report.json", (json.dumps(report, indent=2) + "\n").encode())
 
 
 def report_figure(rows: Sequence[Row]) -> Figure:
@@ -91,7 +102,7 @@ def log_tensorboard(writer: SummaryWriter, rows: Sequence[Row], step: int = 0) -
     for row in rows:
         for tag, value in _scalars(row).items():
             writer.add_scalar(f"quant/{row['method']}/{tag}", value, step)
-    writer.add_text("quant/report", markdown_table(rows), step)
+    writer.add_text("quant/report", report_markdown(rows), step)
     writer.add_figure("quant/comparison", report_figure(rows), step)
     for row in rows:
         metrics = {f"quant/{tag}": value for tag, value in _scalars(row).items()}

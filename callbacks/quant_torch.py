@@ -37,11 +37,17 @@ class QuantOptions:
     Args:
         fixed_scale_bits: ``fixed_scale_int8`` stores ``round(w * 2**bits)`` clamped to int8.
         calibration: Input batches, ``(B, input_dim)`` fp32, that static methods calibrate on.
+        onnx_weights: Weight type of the ONNX int8 methods: ``int7`` (int8 in [-64, 64], exact on
+            every x86 CPU), ``uint8`` (u8 x u8 kernels, exact everywhere) or ``int8`` (full range:
+            int16 sums can saturate on AVX2 CPUs without VNNI).
+        onnx_per_channel: One weight scale per output channel instead of one per layer.
         onnx_opset: ONNX opset of the exported graph.
     """
 
     fixed_scale_bits: int = 7
     calibration: list[torch.Tensor] = field(default_factory=list)
+    onnx_weights: str = "int7"
+    onnx_per_channel: bool = True
     onnx_opset: int = 17
 
 

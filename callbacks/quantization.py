@@ -24,7 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 from callbacks.quant_artifacts import save_artifact
 from callbacks.quant_measure import Batch, MeasureSettings, dense, measure_methods
 from callbacks.quant_methods import METHODS, NEEDS_CALIBRATION, check_methods
-from callbacks.quant_report import log_tensorboard, markdown_table, write_report
+from callbacks.quant_onnx import WEIGHT_TYPES
+from callbacks.quant_report import log_tensorboard, report_markdown, write_report
 from callbacks.quant_torch import QuantOptions
 from errors import DataError
 from modules.checkpoints import check_checkpoint_matches, read_checkpoint
@@ -52,6 +53,11 @@ class PostTrainingQuantization(Callback):
         min_run_time_s: Seconds of timed calls per method and batch size.
         calibration_batches: Training batches that static quantization calibrates on.
         fixed_scale_bits: ``fixed_scale_int8`` stores ``round(w * 2**bits)`` clamped to int8.
+        onnx_weights: Weights of the ONNX int8 methods. ``int7`` (default): int8 values in [-64, 64],
+            exact on every x86 CPU. ``uint8``: u8 x u8 kernels, exact everywhere, slower at large
+            batches. ``int8``: full range, exact only on CPUs with VNNI/AMX (int16 pair sums
+            saturate on AVX2 without VNNI, which the report flags).
+        onnx_per_channel: One weight scale per output channel (recovers the precision of 7-bit weights).
     """
 
     def __init__(
@@ -62,6 +68,8 @@ class PostTrainingQuantization(Callback):
         min_run_time_s: float = 0.2,
         calibration_batches: int = 8,
         fixed_scale_bits: int = 7,
+        onnx_weights: Literal["int7", "uint8", "int8"] = "int7",
+        onnx_per_channel: bool = True,
     ) -> None:
         self.methods = check_methods(list(METHODS) if methods is None else methods)
         if not latency_batch_sizes or min(latency_batch_sizes) < 1:
@@ -74,9 +82,13 @@ class PostTrainingQuantization(Callback):
             raise ValueError(f"Expected `calibration_batches` >= 1, got {calibration_batches}.")
         if not 0 <= fixed_scale_bits <= 14:
             raise ValueError(f"Expected `fixed_scale_bits` in [0, 14], got {fixed_scale_bits}.")
+        if onnx_weights not in WEIGHT_TYPES:
+            raise ValueError(f"Expected `onnx_weights` to be one of ({', '.join(WEIGHT_TYPES)}), got {onnx_weights!r}.")
         self.settings = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
         self.calibration_batches = calibration_batches
         self.fixed_scale_bits = fixed_scale_bits
+        self.onnx_weights = onnx_weights
+        self.onnx_per_channel = onnx_per_channel
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -98,7 +110,12 @@ class PostTrainingQuantization(Callback):
         calibration = []
         if NEEDS_CALIBRATION & set(self.methods):
             calibration = training_inputs(datamodule, self.calibration_batches)
-        options = QuantOptions(fixed_scale_bits=self.fixed_scale_bits, calibration=calibration)
+        options = QuantOptions(
+            fixed_scale_bits=self.fixed_scale_bits,
+            calibration=calibration,
+            onnx_weights=self.onnx_weights,
+            onnx_per_channel=self.onnx_per_channel,
+        )
         folder = Path(report_root(trainer)) / "quantization"
         rows = quantization_report(
             net,
@@ -112,7 +129,7 @@ class PostTrainingQuantization(Callback):
         )
         seconds = time.perf_counter() - start
         rank_zero_info(
-            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n{markdown_table(rows)}"
+            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n{report_markdown(rows)}"
         )
         return rows
 

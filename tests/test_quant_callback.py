@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -65,12 +66,16 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
         limit_train_batches=3,
     )
     log_dir = Path(trainer.logger.log_dir)
-    rows = json.loads((log_dir / "quantization" / "report.json").read_text())
+    report = json.loads((log_dir / "quantization" / "report.json").read_text())
+    rows = report["methods"]
     assert [row["method"] for row in rows] == list(METHODS)
+    assert report["machine"]["cpu"] and set(report["machine"]["isa"]) >= {"avx2", "avx512_vnni", "amx_int8"}
+    assert report["machine"]["versions"]["onnxruntime"] == onnxruntime.__version__
     assert all(set(row) >= ROW_KEYS for row in rows)
     assert all(set(row["latency_ms"]) == {"1", "8"} for row in rows)
     assert "saturated_fraction" in rows[list(METHODS).index("fixed_scale_int8")]
-    assert (log_dir / "quantization" / "report.md").read_text().startswith("# Quantization report")
+    markdown = (log_dir / "quantization" / "report.md").read_text()
+    assert markdown.startswith("# Quantization report") and f"Measured on: {report['machine']['cpu']}" in markdown
 
     # The live module is untouched, and fp32 is the best checkpoint, as `trainer.test` sees it.
     assert all(torch.equal(snapshot.state[k], v) for k, v in model.state_dict().items())
@@ -104,7 +109,7 @@ def test_fast_dev_run_falls_back_to_final_weights(mnist_root, tmp_path):
         _, model = fit(
             mnist_root, tmp_path, snapshot, callback, fast_dev_run=True, logger=False, default_root_dir=tmp_path
         )
-    rows = json.loads((tmp_path / "quantization" / "report.json").read_text())
+    rows = json.loads((tmp_path / "quantization" / "report.json").read_text())["methods"]
     assert [row["method"] for row in rows] == ["fp32", "dynamic_int8", "onnx_static_int8"]
     assert all(torch.equal(snapshot.state[k], v) for k, v in model.state_dict().items())
 
@@ -124,7 +129,7 @@ def test_quantize_subcommand_reports_on_a_checkpoint(mnist_root, tmp_path):
     best = tmp_path / "ckpt" / "best.ckpt"
     main(["quantize", *mnist_args(mnist_root, tmp_path, *quant_args), "--ckpt_path", str(best)])
     (report,) = tmp_path.glob("mnist_logistic/version_*/quantization/report.json")
-    rows = json.loads(report.read_text())
+    rows = json.loads(report.read_text())["methods"]
     assert [row["method"] for row in rows] == ["fp32", "dynamic_int8", "onnx_dynamic_int8"]
     assert rows[0]["accuracy"] > 0.9  # the synthetic digits are easy
     assert all(row["accuracy_delta"] > -5 for row in rows)

@@ -1,0 +1,1 @@
+"""The quantization engine: methods, artifacts and measurement, usable without Lightning."""
