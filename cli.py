@@ -15,12 +15,14 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from callbacks.quant_trainer import QuantlightTrainer
+from callbacks.best_checkpoint import best_checkpoint
 from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
-from modules.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
+from storage.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
+from trainer import QuantlightTrainer
 
+BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 # --ckpt_path values that Lightning resolves itself rather than reading a file.
 _CKPT_KEYWORDS = {"best", "last", "hpc", "registry"}
 
@@ -44,6 +46,8 @@ class QuantlightCLI(LightningCLI):
             trainer_class=QuantlightTrainer,
             auto_configure_optimizers=False,  # optimizer and scheduler are model arguments
             save_config_kwargs={"overwrite": True},  # resuming into an existing run directory
+            # configs/base.yaml first (trainer, checkpoints, quantization), then the experiment's -c file.
+            parser_kwargs=base_config_kwargs(self.subcommands() if run else None),
             args=args,
             run=run,
         )
@@ -52,21 +56,26 @@ class QuantlightCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return LightningCLI.subcommands() | {"quantize": {"model", "datamodule"}}
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyperparameters (and takes its model class) before anything
-        # else: check the file and the class first, so a missing, unsafe, corrupted or foreign checkpoint
-        # is a one-line CheckpointError, not a torch.load traceback or a silently different model.
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads --ckpt_path's hyperparameters (and takes its model class) next: check the file
+        # and the class first, so a missing, unsafe, corrupted or foreign checkpoint is a one-line
+        # CheckpointError, not a torch.load traceback or a silently different model.
         self.checkpoint = None
-        ckpt_path = self._ckpt_path()
-        if not ckpt_path:
-            return super()._parse_ckpt_path()
-        # `--weights_only false` is the user's explicit opt-out for a file they trust.
-        trusted = self.config[self.config.subcommand].get("weights_only") is False
-        self.checkpoint = read_checkpoint(ckpt_path, weights_only=not trusted)
-        check_model_class(ckpt_path, self.checkpoint, self.config[self.config.subcommand].model.class_path)
-        if not trusted:  # Lightning re-reads the hyperparameters with weights_only=True, whatever the flag
+        if ckpt_path := self._ckpt_path():
+            config = self.config[self.config.subcommand]
+            self.checkpoint = read_checkpoint(ckpt_path, weights_only=not self._trusted())
+            check_model_class(ckpt_path, self.checkpoint, config.model.class_path)
+
+    def _parse_ckpt_path(self) -> None:
+        # The one private override: Lightning re-reads the hyperparameters with weights_only=True, which a
+        # pickled checkpoint the user trusts (`--weights_only false`) cannot pass; no public hook skips it.
+        if not self._trusted():
             super()._parse_ckpt_path()
-        return None
+
+    def _trusted(self) -> bool:
+        subcommand = self.config.get("subcommand")
+        return bool(subcommand) and self.config[subcommand].get("weights_only") is False
 
     def _ckpt_path(self) -> str | None:
         subcommand = self.config.get("subcommand")
@@ -84,8 +93,11 @@ class QuantlightCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as err:  # a constructor refused a value; jsonargparse wraps its message
-            raise ConfigError(refusal(err)) from err
+        except ValueError as err:  # jsonargparse wraps a constructor's refusal: raise the refusal itself
+            refusal = innermost(err)
+            if not isinstance(refusal, ValueError):
+                raise
+            raise ConfigError(str(refusal)) from err
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -105,17 +117,31 @@ class QuantlightCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+            best = best_checkpoint(self.trainer, warn=False)  # None: the final weights
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
-def refusal(err: ValueError) -> str:
-    """The constructor's own ``Expected ...`` line from a (possibly wrapped) instantiation error.
+def base_config_kwargs(subcommands: dict | None) -> dict:
+    """``parser_kwargs`` that read configs/base.yaml first, per subcommand (or for a parser without any)."""
+    base = {"default_config_files": [str(BASE_CONFIG)]}
+    return base if subcommands is None else dict.fromkeys(subcommands, base)
 
-    >>> refusal(ValueError("Does not validate\\n  - Expected `batch_size` >= 1, got 0.\\n  - Expected None"))
-    'Expected `batch_size` >= 1, got 0.'
+
+def innermost(err: BaseException) -> BaseException:
+    """The first exception of a chain (``raise ... from`` / raised while handling), e.g. a constructor's own.
+
+    >>> try:
+    ...     try:
+    ...         raise ValueError("Expected `batch_size` >= 1, got 0.")
+    ...     except ValueError as inner:
+    ...         raise ValueError("Does not validate against any of the Union subtypes") from inner
+    ... except ValueError as outer:
+    ...     print(innermost(outer))
+    Expected `batch_size` >= 1, got 0.
     """
-    lines = [line.strip(" -") for line in str(err).splitlines()]
-    return next((line for line in lines if line.startswith("Expected `")), lines[0] if lines else repr(err))
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:
@@ -127,11 +153,6 @@ def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:
     run_dir = Path(args.save_dir, args.name or "", version).resolve()
     if args.get("version") is None and run_dir == Path(ckpt_path).resolve().parent.parent:
         args.version = version
-
-
-def _best_or_last(trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    return "best" if callback is not None and callback.best_model_path else None
 
 
 def main(args: list[str] | None = None) -> None:

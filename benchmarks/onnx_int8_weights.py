@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from benchmarks.quantization import sparse_rows, text_mlp
-from callbacks.quant_measure import MeasureSettings, latency_inputs, measure_artifact
-from callbacks.quant_methods import quantize
-from callbacks.quant_onnx import WEIGHT_TYPES, OrtRunner
-from callbacks.quant_torch import QuantOptions
+from quantization import QuantizationData, quantize
 from quantization.int8_overflow import avx2_saturation
 from quantization.machine import describe, machine_info
+from quantization.measure import MeasureSettings, latency_inputs, measure_artifact
+from quantization.methods._onnx_int8 import WEIGHT_TYPES
+from quantization.onnx_runtime import OrtRunner
 
 
 def main() -> None:
@@ -40,20 +40,16 @@ def main() -> None:
     settings = MeasureSettings((1, 256), args.num_threads, args.min_run_time_s)
     inputs = latency_inputs(features, settings.latency_batch_sizes)
     reference = net(features)
-    fp32, _ = measure_artifact(quantize(net, "fp32", QuantOptions()), batches, inputs, settings)
+    data = QuantizationData(example=features[:1], calibration=[features[i : i + 64] for i in range(0, 256, 64)])
+    fp32, _ = measure_artifact(quantize(net, "fp32", data), net, batches, inputs, settings)
     print(f"Measured on: {describe(machine_info())}; {args.num_threads} thread(s)\n")
     print("| method | weights | scales | size (KB) | max rel. error | AVX2 saturated | bs1 speedup | bs256 speedup |")
     print("|---|---|---|---|---|---|---|---|")
     for method in ("onnx_dynamic_int8", "onnx_static_int8"):
         for weights in WEIGHT_TYPES:
             for per_channel in (True, False):
-                options = QuantOptions(
-                    calibration=[features[i : i + 64] for i in range(0, 256, 64)],
-                    onnx_weights=weights,
-                    onnx_per_channel=per_channel,
-                )
-                artifact = quantize(net, method, options)
-                row, _ = measure_artifact(artifact, batches, inputs, settings)
+                artifact = quantize(net, method, data, {"weights": weights, "per_channel": per_channel})
+                row, _ = measure_artifact(artifact, net, batches, inputs, settings)
                 logits = OrtRunner(artifact.data).logits(features)
                 error = float((logits - reference).abs().max() / reference.abs().max())
                 saturated = max(avx2_saturation(artifact.data, {"x": features[:64].numpy()}).values())

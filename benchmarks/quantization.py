@@ -2,7 +2,7 @@
 
 Random weights and inputs (TF-IDF-like sparse non-negative rows for the MLP), so accuracy is not
 meaningful here: size, latency, speedup and agreement with fp32 are. The measurement is the one
-the PostTrainingQuantization callback runs (``callbacks.quant_measure.measure_methods``).
+the PostTrainingQuantization callback runs (``quantization.measure.measure_methods``).
 
     python benchmarks/quantization.py [--num-threads 1] [--min-run-time-s 0.2] [--batch-sizes 1 256]
 """
@@ -20,10 +20,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
-from callbacks.quant_measure import MeasureSettings, measure_methods
-from callbacks.quant_methods import METHODS
-from callbacks.quant_report import markdown_table
-from callbacks.quant_torch import QuantOptions
+from quantization import METHODS, QuantizationData
+from quantization.measure import MeasureSettings, measure_methods
+from quantization.report import markdown_table
 
 
 def text_mlp() -> nn.Sequential:
@@ -44,9 +43,9 @@ def sparse_rows(n: int, width: int, generator: torch.Generator) -> torch.Tensor:
 def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, settings: MeasureSettings) -> None:
     labels = torch.randint(0, classes, (len(features),), generator=torch.Generator().manual_seed(1))
     batches = [(features[i : i + 256], labels[i : i + 256]) for i in range(0, len(features), 256)]
-    options = QuantOptions(calibration=[features[i : i + 64] for i in range(0, 256, 64)])
+    data = QuantizationData(example=features[:1], calibration=[features[i : i + 64] for i in range(0, 256, 64)])
     start = time.perf_counter()
-    rows, _ = measure_methods(net, list(METHODS), batches, settings, options)
+    rows, _ = measure_methods(net, dict.fromkeys(METHODS), batches, data, settings)
     seconds = time.perf_counter() - start
     print(f"\n## {name}: {len(rows)} methods measured in {seconds:.1f} s\n")
     print(markdown_table(rows))

@@ -5,7 +5,8 @@
 (a) the seed's loop: dense float32 TF-IDF tensors, ``TensorDataset`` + ``DataLoader(shuffle=True)``
     (per-item indexing and collation) and a plain Adam loop over the same 5000-512-256-128-64-2 MLP;
 (b) ``python cli.py fit -c configs/text_mlp.yaml`` as a user runs it: sparse batches served whole,
-    the first layer fed by ``torch.sparse.mm``, validation and checkpointing included;
+    the first layer reading only the weight columns a batch uses (``sparse_linear``), validation and
+    checkpointing included;
 (c) the same fit with every batch densified (``--data.init_args.sparse false``), to show what
     serving sparse batches buys. Same split, vectorizer, batch size and learning rate.
 """

@@ -1,6 +1,6 @@
-"""Callbacks: what happens around training, quantization first."""
+"""Callbacks: Lightning hooks around training; the quantization engine itself is ``quantization``."""
 
-from callbacks.quant_artifacts import load_artifact
-from callbacks.quantization import PostTrainingQuantization
+from callbacks.post_training_quantization import PostTrainingQuantization
+from callbacks.prediction_writer import PredictionWriter
 
-__all__ = ["PostTrainingQuantization", "load_artifact"]
+__all__ = ["PostTrainingQuantization", "PredictionWriter"]

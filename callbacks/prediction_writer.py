@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from callbacks.atomic import atomic_write
 from errors import DataError
+from storage.atomic import atomic_write
 
 SUFFIXES = (".csv", ".jsonl")
 

@@ -205,12 +205,7 @@ class TextDataModule(InMemoryDataModule):
                 f"The checkpoint was trained on classes ({', '.join(classes)}), the data config gives "
                 f"({', '.join(self._classes)}). Pass --data.init_args.classes [{','.join(classes)}]."
             )
-        if self._vectorizer is not None and vocabulary_size(self._vectorizer) != vocabulary_size(vectorizer):
-            raise CheckpointError(
-                f"The checkpoint's vectorizer has {vocabulary_size(vectorizer)} features, this datamodule's "
-                f"{vocabulary_size(self._vectorizer)}. Use the training data settings, or pass "
-                "--data.init_args.vectorizer_checkpoint <checkpoint> to take the vectorizer from it."
-            )
+        # A width that differs from the model's is refused by the model's own checkpoint check.
         self._vectorizer, self._classes = vectorizer, classes
         self._datasets.clear()
 

@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from torch.utils.data import Dataset
 
 from errors import CheckpointError
-from modules.checkpoints import read_checkpoint
+from storage.checkpoints import read_checkpoint
 
 VectorizerKind = Literal["tfidf", "count"]
 STATE_VERSION = 1
@@ -89,7 +89,7 @@ def vocabulary_size(vectorizer: CountVectorizer) -> int:
 def csr_to_torch(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
     """A scipy CSR matrix as a coalesced float32 sparse COO tensor of the same shape.
 
-    COO because ``torch.sparse.mm`` has a gradient for the dense operand with it; scikit-learn's
+    COO because the MLP's ``sparse_linear`` reads its row and column indices directly; scikit-learn's
     output has sorted, duplicate-free indices, so the tensor is coalesced without work.
     """
     matrix.sort_indices()

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from errors import NonFiniteLossError
+from storage.checkpoints import check_state_fits
 
 
 class ClassifierModule(LightningModule):
@@ -99,6 +100,8 @@ class ClassifierModule(LightningModule):
                 del hparams[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning loads the weights next: a width mismatch would be a size-mismatch traceback.
+        check_state_fits("The checkpoint", checkpoint.get("state_dict", {}), self)
         # Applied when the resumed epoch starts, after the sanity check has drawn from the RNG:
         # the resumed run then draws exactly what the uninterrupted run drew.
         self._pending_rng_states = checkpoint.get("rng_states")

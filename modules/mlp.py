@@ -1,8 +1,9 @@
 """Multi-layer perceptron for wide, sparse inputs such as TF-IDF vectors.
 
 The body is a plain ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU``(/``nn.Dropout``) in ``self.net``,
-so quantizers that walk ``nn.Linear`` modules see every layer; a sparse batch goes through the
-first layer reading only the weight columns its terms use, and is never densified.
+so quantizers that swap ``nn.Linear`` modules see every layer; the body itself sends a sparse batch
+through the first layer reading only the weight columns its terms use, so a quantized copy keeps
+that forward too.
 """
 
 from __future__ import annotations
@@ -12,16 +13,30 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
 
-from errors import CheckpointError
 from modules.base import ClassifierModule
 
 
-def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout: float) -> nn.Sequential:
+class SparseInputSequential(nn.Sequential):
+    """``nn.Sequential`` that also takes sparse batches: an ``nn.Linear`` first layer reads only the
+    weight columns the batch uses (:func:`sparse_linear`); any other first layer (e.g. a quantized
+    one) gets the batch densified."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.layout == torch.strided:
+            return super().forward(x)  # (B, input_dim) -> (B, num_classes)
+        first, *rest = self
+        x = sparse_linear(first, x) if type(first) is nn.Linear else first(x.to_dense())  # (B, hidden)
+        for layer in rest:
+            x = layer(x)
+        return x
+
+
+def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout: float) -> SparseInputSequential:
     """``Linear -> ReLU (-> Dropout)`` per hidden size, then a ``Linear`` to the class logits.
 
     Example:
         >>> mlp_body(8, [4], 2, dropout=0.0)
-        Sequential(
+        SparseInputSequential(
           (0): Linear(in_features=8, out_features=4, bias=True)
           (1): ReLU()
           (2): Linear(in_features=4, out_features=2, bias=True)
@@ -35,7 +50,7 @@ def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout:
             layers.append(nn.Dropout(dropout))
         width = hidden
     layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    return SparseInputSequential(*layers)
 
 
 def sparse_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -96,21 +111,3 @@ class MLP(ClassifierModule):
             raise ValueError(f"Expected `dropout` in [0, 1), got {dropout}.")
         self.save_hyperparameters()
         self.net = mlp_body(input_dim, list(hidden_sizes), num_classes, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.layout == torch.strided:
-            return self.net(x)  # (B, input_dim) -> (B, num_classes)
-        return self.net[1:](sparse_linear(self.net[0], x))  # sparse (B, input_dim) -> (B, hidden) -> logits
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning loads the weights before the datamodule's state: a vectorizer-width mismatch
-        # would surface as a size-mismatch traceback, so name it and its fix here.
-        super().on_load_checkpoint(checkpoint)
-        found = checkpoint.get("state_dict", {}).get("net.0.weight")
-        expected = self.net[0].weight.shape
-        if found is not None and found.shape[1] != expected[1]:
-            raise CheckpointError(
-                f"The checkpoint's MLP takes {found.shape[1]} input features, this one {expected[1]} (the "
-                "datamodule's vectorizer width): the data settings differ from training. Use the training "
-                "data settings, or pass --data.init_args.vectorizer_checkpoint <checkpoint> to reuse its vectorizer."
-            )

@@ -1,19 +1,115 @@
-"""Shared test helpers and figures: imported by test modules, never the other way round."""
+"""Shared test helpers: tiny real-format data, CLI arguments, tolerances. Test modules import from here."""
 
-# Largest |logit - fp32 logit| allowed, relative to the largest |fp32 logit|, on the tests' two-layer
-# nets. Rounding to a step s adds a uniform error of at most s/2, so a K-term dot product's relative
-# error is about (s / max) * sqrt(1/12) * (max / rms) per operand: with 7-8 bit weights (s = max/64 or
-# max/127) and 8-bit activations (s = range/255) that is 0.5-1 % per layer, ~2 % over two layers;
-# int8 methods get 2.5-4x that. Casts keep 11 (fp16: 0.05 % per op) or 8 (bf16: 0.4 %) significant
-# bits. fixed_scale_int8 rounds to a fixed 1/128 grid whatever the weights' range: weights of ~0.1
-# keep ~3.5 bits, hence 15 %.
-TOLERANCE = {
-    "fp32": 0.0,
-    "fp16": 0.005,
-    "bf16": 0.03,
-    "dynamic_int8": 0.05,
-    "fixed_scale_int8": 0.15,
-    "weight_only_int8": 0.03,
-    "onnx_dynamic_int8": 0.05,
-    "onnx_static_int8": 0.08,
-}
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an uncompressed IDX file (the MNIST on-disk format)."""
+    header = (0x0800 | array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k lights a 4x4 block at row k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 4 : 2 * k + 8, 10:14] = 255
+    return images, labels
+
+
+_POSITIVE = ["good", "great", "love", "happy", "smooth", "safe", "fun", "nice"]
+_NEGATIVE = ["bad", "awful", "hate", "sad", "scary", "crash", "slow", "poor"]
+_FILLER = ["the", "car", "drives", "road", "today", "city", "bus", "self", "auto", "ride", "my", "new"]
+
+
+def text_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Learnable tiny sentiment texts, alternating labels: two words of the label plus filler."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        words = list(rng.choice(_POSITIVE if i % 2 else _NEGATIVE, 2, replace=False))
+        words += list(rng.choice(_FILLER, 3, replace=False))
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_text_corpus(path: Path, n: int = 80, seed: int = 0) -> Path:
+    """A labelled CSV corpus (``text,label``) of :func:`text_rows`."""
+    lines = ["text,label", *(f"{text},{label}" for text, label in text_rows(n, seed))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_imdb_tree(data_dir: Path, per_folder: int = 12) -> Path:
+    """An aclImdb-like tree under ``data_dir``: train/test x neg/pos, one review per ``<id>_<rating>.txt``."""
+    rows = text_rows(8 * per_folder, seed=3)
+    for split in ("train", "test"):
+        for folder, label in (("neg", "negative"), ("pos", "positive")):
+            target = data_dir / "aclImdb" / split / folder
+            target.mkdir(parents=True)
+            texts = [text for text, row_label in rows if row_label == label]
+            offset = 0 if split == "train" else per_folder
+            for i, text in enumerate(texts[offset : offset + per_folder]):
+                (target / f"{i}_{7 if folder == 'pos' else 2}.txt").write_text(f"{text}<br />{text}", encoding="utf-8")
+    return data_dir
+
+
+def cli_error(capsys, *args: str) -> str:
+    """Run the CLI expecting a user error (exit status 2, no traceback); return what it wrote to stderr."""
+    from cli import main  # imported late: collecting the helpers needs no Lightning
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def mnist_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "-c", str(REPO / "configs/mnist_logistic.yaml"),
+        "--data.data_dir", str(root), "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "64",
+        "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks", "[]",
+        *extra,
+    ]  # fmt: skip
+
+
+def checkpoint_callback_args(out: Path | None) -> list[str]:
+    """The config's two checkpoints (best by val/acc, last every epoch), under ``out/ckpt`` or the run's folder."""
+    best = ["monitor=val/acc", "mode=max", "filename=best", "enable_version_counter=false"]
+    last = ["filename=last", "enable_version_counter=false"]
+    args = []
+    for settings in (best, last):
+        args += ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"]
+        args += [f"--trainer.callbacks.dirpath={out / 'ckpt'}"] if out else []
+        args += [f"--trainer.callbacks.{setting}" for setting in settings]
+    return args
+
+
+def text_args(corpus: Path | str, out: Path, *extra: str) -> list[str]:
+    """configs/text_mlp.yaml on a tiny corpus and a tiny MLP, checkpoints in ``out/ckpt``."""
+    return [
+        "-c", str(REPO / "configs/text_mlp.yaml"),
+        "--data.init_args.path", str(corpus), "--data.init_args.batch_size", "8",
+        "--model.init_args.hidden_sizes", "[16, 8]", "--model.init_args.optimizer.init_args.lr", "0.01",
+        "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks", "[]",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={out / 'ckpt'}", "--trainer.callbacks.filename=last",
+        "--trainer.callbacks.enable_version_counter=false",
+        *extra,
+    ]  # fmt: skip

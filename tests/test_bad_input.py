@@ -6,9 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import cli_error, write_text_corpus
-from tests.test_cli import mnist_args
-from tests.test_text_cli import text_args
+from tests.helpers import cli_error, mnist_args, text_args, write_text_corpus
 
 
 @pytest.mark.parametrize(

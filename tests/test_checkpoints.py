@@ -11,9 +11,8 @@ import torch
 from cli import main
 from errors import CheckpointError
 from modules import LogisticRegression
-from modules.checkpoints import check_checkpoint_matches, read_checkpoint
-from tests.conftest import cli_error
-from tests.test_cli import mnist_args
+from storage.checkpoints import check_checkpoint_matches, read_checkpoint
+from tests.helpers import cli_error, mnist_args
 
 
 def save_checkpoint(path, model, class_path="modules.LogisticRegression"):

@@ -7,33 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI, main
-from tests.conftest import write_imdb_tree, write_text_corpus
+from tests.helpers import REPO, checkpoint_callback_args, mnist_args, write_imdb_tree, write_text_corpus
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def mnist_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "-c", str(REPO / "configs/mnist_logistic.yaml"),
-        "--data.data_dir", str(root), "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "64",
-        "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks", "[]",
-        *extra,
-    ]  # fmt: skip
-
-
-def checkpoint_callback_args(out: Path | None) -> list[str]:
-    """The config's two checkpoints (best by val/acc, last every epoch), under ``out/ckpt`` or the run's folder."""
-    best = ["monitor=val/acc", "mode=max", "filename=best", "enable_version_counter=false"]
-    last = ["filename=last", "enable_version_counter=false"]
-    args = []
-    for settings in (best, last):
-        args += ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"]
-        args += [f"--trainer.callbacks.dirpath={out / 'ckpt'}"] if out else []
-        args += [f"--trainer.callbacks.{setting}" for setting in settings]
-    return args
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "base.yaml")  # base: read by each
 
 
 def test_fast_dev_run_fit(mnist_root, tmp_path):
@@ -74,6 +52,7 @@ def test_every_config_instantiates(config, mnist_root, tmp_path):
     )
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     assert cli.model.hparams.input_dim == cli.datamodule.input_dim
+    assert any(isinstance(c, PostTrainingQuantization) for c in cli.trainer.callbacks)  # from configs/base.yaml
 
 
 def test_bad_data_dir_is_one_line_error(tmp_path, capsys):

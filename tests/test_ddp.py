@@ -11,9 +11,7 @@ import torch
 
 from datamodules.mnist import MNISTDataModule
 from modules import LogisticRegression
-from tests.conftest import write_text_corpus
-from tests.test_cli import REPO, checkpoint_callback_args, mnist_args
-from tests.test_text_cli import text_args
+from tests.helpers import REPO, checkpoint_callback_args, mnist_args, text_args, write_text_corpus
 
 # A quick quantization report: two methods, one batch size, short timing.
 QUANT_ARGS = [
@@ -27,7 +25,7 @@ def run_ddp(args: list[str]) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "cli.py", "fit", *args, *DDP_ARGS], cwd=REPO, capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]
     return proc
 
 

@@ -13,23 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.quant_artifacts import runner_from_bytes
-from callbacks.quant_methods import METHODS, quantize
-from callbacks.quant_torch import QuantOptions
+from quantization import METHODS, QuantizationData, quantize
 from quantization.int8_overflow import INT16_MAX, avx2_saturation, avx2_u8s8_matmul, integer_matmuls
-from tests.helpers import TOLERANCE
 
 ONNX_INT8 = [name for name in METHODS if name.startswith("onnx_") and name.endswith("int8")]
 INT8 = [name for name in METHODS if "int8" in name]
 
 
-def saturating_case() -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
+def saturating_case() -> tuple[nn.Module, torch.Tensor, QuantizationData]:
     """A net and inputs where u8 x s8 pair sums overflow int16: large non-negative activations
     (as TF-IDF rows or ReLU outputs give) meet weights that quantize to the full [-127, 127]."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 4)).eval()
     x = torch.rand(64, 64, generator=torch.Generator().manual_seed(1)) * 4  # (64, 64) in [0, 4)
-    return net, x, [x[:32], x[32:]]
+    return net, x, QuantizationData(example=x[:1], calibration=[x[:32], x[32:]])
 
 
 def test_emulated_avx2_matmul_saturates_pairs_like_vpmaddubsw():
@@ -46,8 +43,8 @@ def test_emulated_avx2_matmul_saturates_pairs_like_vpmaddubsw():
 @pytest.mark.parametrize("method", ONNX_INT8, ids=ONNX_INT8)
 def test_full_range_int8_weights_saturate_under_avx2(method):
     """The control: with full-range weights (ONNX Runtime's default) this case does overflow."""
-    net, x, calibration = saturating_case()
-    artifact = quantize(net, method, QuantOptions(calibration=calibration, onnx_weights="int8", onnx_per_channel=False))
+    net, x, data = saturating_case()
+    artifact = quantize(net, method, data, {"weights": "int8", "per_channel": False})
     assert artifact.info["avx2_worst_pair_sum"] > INT16_MAX
     shares = avx2_saturation(artifact.data, {"x": x.numpy()})
     assert max(shares.values()) > 0.01, shares
@@ -57,9 +54,8 @@ def test_full_range_int8_weights_saturate_under_avx2(method):
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
 @pytest.mark.parametrize("method", ONNX_INT8, ids=ONNX_INT8)
 def test_onnx_int8_never_saturates(method, weights, per_channel):
-    net, x, calibration = saturating_case()
-    options = QuantOptions(calibration=calibration, onnx_weights=weights, onnx_per_channel=per_channel)
-    artifact = quantize(net, method, options)
+    net, x, data = saturating_case()
+    artifact = quantize(net, method, data, {"weights": weights, "per_channel": per_channel})
     model = onnx.load_from_string(artifact.data)
     assert len(integer_matmuls(model)) == 2  # both Linear layers run in integer arithmetic
     assert artifact.info["avx2_worst_pair_sum"] <= INT16_MAX
@@ -68,10 +64,10 @@ def test_onnx_int8_never_saturates(method, weights, per_channel):
 
 @pytest.mark.parametrize("method", INT8, ids=INT8)
 def test_int8_methods_within_tolerance_on_the_saturating_case(method):
-    net, x, calibration = saturating_case()
-    artifact = quantize(net, method, QuantOptions(calibration=calibration))  # the defaults a user gets
-    reference = net(x)
-    error = (runner_from_bytes(artifact.data, artifact.suffix).logits(x) - reference).abs().max()
-    assert error / reference.abs().max() <= TOLERANCE[method]  # on this machine's kernels
+    net, x, data = saturating_case()
+    artifact = quantize(net, method, data)  # the defaults a user gets
+    reference = net(x).detach()
+    error = (METHODS[method].load(artifact.data, net, 1).logits(x) - reference).abs().max()
+    assert error / reference.abs().max() <= METHODS[method].max_relative_error  # on this machine's kernels
     if method in ONNX_INT8:  # and on AVX2 without VNNI, whichever CPU runs the test
         assert set(avx2_saturation(artifact.data, {"x": x.numpy()}).values()) == {0.0}

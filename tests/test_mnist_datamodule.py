@@ -11,7 +11,7 @@ import torch
 
 from datamodules.mnist import MNIST_MEAN, MNIST_STD, MNISTDataModule
 from errors import DataError
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 
 
 def _setup(root, **kwargs) -> MNISTDataModule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,14 +14,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks import PostTrainingQuantization, load_artifact
-from callbacks.quant_methods import METHODS
-from callbacks.quantization import load_net
+from callbacks import PostTrainingQuantization
+from callbacks.post_training_quantization import load_net
 from cli import main
 from datamodules import MNISTDataModule
-from errors import CheckpointError
+from errors import CheckpointError, ConfigError
 from modules import LogisticRegression
-from tests.test_cli import checkpoint_callback_args, mnist_args
+from quantization import METHODS, load_artifact
+from tests.helpers import checkpoint_callback_args, cli_error, mnist_args
 
 ROW_KEYS = {"method", "size_bytes", "size_ratio", "accuracy", "accuracy_delta", "agreement", "latency_ms", "speedup"}
 ROW_KEYS |= {"threads", "slower_than_fp32", "artifact"}
@@ -68,12 +69,12 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
     log_dir = Path(trainer.logger.log_dir)
     report = json.loads((log_dir / "quantization" / "report.json").read_text())
     rows = report["methods"]
-    assert [row["method"] for row in rows] == list(METHODS)
+    assert [row["method"] for row in rows] == ["fp32", *(name for name in METHODS if name != "fp32")]
     assert report["machine"]["cpu"] and set(report["machine"]["isa"]) >= {"avx2", "avx512_vnni", "amx_int8"}
     assert report["machine"]["versions"]["onnxruntime"] == onnxruntime.__version__
     assert all(set(row) >= ROW_KEYS for row in rows)
     assert all(set(row["latency_ms"]) == {"1", "8"} for row in rows)
-    assert "saturated_fraction" in rows[list(METHODS).index("fixed_scale_int8")]
+    assert "saturated_fraction" in next(row for row in rows if row["method"] == "fixed_scale_int8")
     markdown = (log_dir / "quantization" / "report.md").read_text()
     assert markdown.startswith("# Quantization report") and f"Measured on: {report['machine']['cpu']}" in markdown
 
@@ -136,30 +137,50 @@ def test_quantize_subcommand_reports_on_a_checkpoint(mnist_root, tmp_path):
 
 
 def test_quantize_without_checkpoint_is_one_line_error(mnist_root, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["quantize", *mnist_args(mnist_root, tmp_path)])
-    assert exc.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].startswith("error: `quantize` needs a checkpoint")
+    err = cli_error(capsys, "quantize", *mnist_args(mnist_root, tmp_path))
+    assert err.splitlines()[-1].startswith("error: `quantize` needs a checkpoint")
 
 
 def test_quantize_unreadable_checkpoint_is_one_line_error(mnist_root, tmp_path, capsys):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit) as exc:
-        main(["quantize", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(bad)])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
+    err = cli_error(capsys, "quantize", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(bad))
     assert err.splitlines()[-1].startswith(f"error: Checkpoint {bad} cannot be loaded safely")
-    assert "Traceback" not in err
 
 
 def test_unknown_method_in_config_fails_before_training(mnist_root, tmp_path, capsys):
     args = ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[int3]"]
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", *mnist_args(mnist_root, tmp_path, *args)])
-    assert exc.value.code == 2
-    assert "int3" in capsys.readouterr().err
+    assert "int3" in cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path, *args))
     assert not list(tmp_path.glob("mnist_logistic/version_*/checkpoints"))
+
+
+class LayerNormNet(torch.nn.Module):
+    """A model the torch methods can quantize (its Linear layers) but ``refuses_layernorm`` cannot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(784, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 10))
+
+
+def test_model_a_method_cannot_quantize_is_refused_at_setup(mnist_root, tmp_path, monkeypatch):
+    """A method that refuses a layer stops fit at setup, in one line naming the layer and the method."""
+    method = METHODS["weight_only_int8"]
+    refusing = dataclasses.replace(
+        method,
+        refuses=lambda name, module: (
+            f"{type(module).__name__} at `{name}`" if isinstance(module, torch.nn.LayerNorm) else None
+        ),
+    )
+    monkeypatch.setitem(METHODS, "weight_only_int8", refusing)
+    model = LogisticRegression(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    model.net = LayerNormNet().net
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=1)
+    trainer.callbacks.append(PostTrainingQuantization(methods=["weight_only_int8"]))
+    with pytest.raises(
+        ConfigError, match=r"^Method `weight_only_int8` cannot quantize this model: LayerNorm at `1`\. Remove"
+    ):
+        trainer.fit(model, datamodule=datamodule(mnist_root))
+    assert trainer.global_step == 0  # refused before the first step
 
 
 def test_checkpoint_of_another_model_is_rejected(tmp_path):

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import write_text_corpus
-from tests.test_cli import REPO, checkpoint_callback_args, mnist_args
-from tests.test_text_cli import text_args
+from tests.helpers import REPO, checkpoint_callback_args, mnist_args, text_args, write_text_corpus
 
 
 def run_cli(*args: str, expect_kill: bool = False) -> None:

@@ -9,30 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_text_corpus
 
 from cli import QuantlightCLI, main
 from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import vectorizer_from_state
 from errors import CheckpointError
 from modules import MLP
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def text_args(corpus: Path | str, out: Path, *extra: str) -> list[str]:
-    """configs/text_mlp.yaml on a tiny corpus and a tiny MLP, checkpoints in ``out/ckpt``."""
-    return [
-        "-c", str(REPO / "configs/text_mlp.yaml"),
-        "--data.init_args.path", str(corpus), "--data.init_args.batch_size", "8",
-        "--model.init_args.hidden_sizes", "[16, 8]", "--model.init_args.optimizer.init_args.lr", "0.01",
-        "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks", "[]",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.dirpath={out / 'ckpt'}", "--trainer.callbacks.filename=last",
-        "--trainer.callbacks.enable_version_counter=false",
-        *extra,
-    ]  # fmt: skip
+from tests.helpers import text_args, write_text_corpus
 
 
 def writer_args(output: Path) -> list[str]:
@@ -164,10 +147,14 @@ def test_checkpoint_vectorizer_wins_over_other_settings(trained, tmp_path):
     assert cli.trainer.callback_metrics["test/acc"] >= 0.75
 
 
-def test_mlp_names_a_width_mismatch_when_loading_outside_the_cli(trained):
+def test_width_mismatch_is_named_when_loading_outside_the_cli(trained):
     _, ckpt = trained
     model = MLP(input_dim=10, hidden_sizes=[16, 8], num_classes=2)
-    with pytest.raises(CheckpointError, match=r"MLP takes 28 input features, this one 10 .*vectorizer_checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"net\.0\.weight has shape \(16, 28\), the model built for this data has \(16, 10\)"
+        r".*vectorizer_checkpoint",
+    ):
         model.on_load_checkpoint(torch.load(ckpt, weights_only=True))
 
 

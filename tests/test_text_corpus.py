@@ -17,7 +17,7 @@ from datamodules.text_corpus import (
     read_rows,
 )
 from errors import DataError
-from tests.conftest import write_text_corpus
+from tests.helpers import write_text_corpus
 
 
 def test_csv_keeps_quoted_commas_and_newlines_with_start_lines(tmp_path):

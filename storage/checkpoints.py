@@ -60,23 +60,38 @@ def check_model_class(path: str | os.PathLike, checkpoint: dict, class_path: str
 
 def check_checkpoint_matches(path: str | os.PathLike, checkpoint: dict, model: torch.nn.Module) -> None:
     """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model`` as it is configured."""
-    expected = f"{type(model).__module__}.{type(model).__qualname__}"
-    check_model_class(path, checkpoint, expected)
+    check_model_class(path, checkpoint, f"{type(model).__module__}.{type(model).__qualname__}")
+    check_state_fits(f"Checkpoint {path}", checkpoint["state_dict"], model)
+
+
+def check_state_fits(source: str, state_dict: dict, model: torch.nn.Module) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` has every tensor of ``model``, in its shape.
+
+    The one width check of a checkpoint: the CLI runs it before Lightning loads anything, and
+    ``ClassifierModule.on_load_checkpoint`` for every other load.
+    """
     own = model.state_dict()
-    theirs = checkpoint["state_dict"]
-    missing = sorted(set(own) - set(theirs))
+    missing = sorted(set(own) - set(state_dict))
     if missing:
         raise CheckpointError(
-            f"Checkpoint {path} does not fit {expected}: it lacks {', '.join(missing[:3])}. "
+            f"{source} does not fit {type(model).__qualname__}: it lacks {', '.join(missing[:3])}. "
             "Use the config the checkpoint was trained with."
         )
     for key, tensor in own.items():
-        if theirs[key].shape != tensor.shape:
+        if state_dict[key].shape != tensor.shape:
             raise CheckpointError(
-                f"Checkpoint {path} does not fit the data: {key} has shape {tuple(theirs[key].shape)}, "
-                f"the model built for this data has {tuple(tensor.shape)} (input width or class count differ). "
-                "Use the data and vectorizer settings the checkpoint was trained with."
+                f"{source} does not fit the data: {key} has shape {tuple(state_dict[key].shape)}, the model built "
+                f"for this data has {tuple(tensor.shape)} (input width or class count differ). Use the data and "
+                "vectorizer settings the checkpoint was trained with (text: --data.init_args.vectorizer_checkpoint "
+                "<checkpoint> reuses its vectorizer)."
             )
+
+
+def load_net_weights(path: str | os.PathLike, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights of ``model.net`` (keys without ``net.``), after checking they fit ``model``."""
+    checkpoint = read_checkpoint(path)
+    check_checkpoint_matches(path, checkpoint, model)
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
 def run_version(ckpt_path: str | os.PathLike) -> str | None:

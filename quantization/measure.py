@@ -1,7 +1,7 @@
 """Measure quantized artifacts side by side: size, accuracy, agreement with fp32, latency.
 
 Every method is measured from the bytes it would ship, loaded back the way a user loads it,
-on the same evaluation batches and the same latency inputs. The benchmark script and the
+on the same evaluation batches and the same latency inputs. Benchmarks and the
 callback both call :func:`measure_methods`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,8 @@ from torch import nn
 from torch.utils import benchmark
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from callbacks.quant_artifacts import Runner, runner_from_bytes
-from callbacks.quant_methods import BASELINE, Artifact, check_methods, quantize
-from callbacks.quant_torch import QuantOptions
+from quantization.onnx_runtime import dense
+from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, input_dim) features, (B,) labels
 _BLOCK_S = 0.002  # each latency sample averages the calls that fit in ~2 ms
@@ -71,11 +70,6 @@ def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[i
     return inputs
 
 
-def dense(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a dense tensor: sparse batches (TF-IDF) are densified, as a deployed model receives them."""
-    return x if x.layout == torch.strided else x.to_dense()
-
-
 def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
     """The first ``n`` rows of the batches' inputs (fewer when there are fewer), dense."""
     rows, count = [], 0
@@ -89,17 +83,24 @@ def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
 
 def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
     """Predicted classes over all ``batches`` and their accuracy (torchmetrics, micro)."""
-    logits = torch.cat([runner.logits(dense(x)) for x, _ in batches])  # (N, num_classes)
+    logits = torch.cat([runner.logits(x) for x, _ in batches])  # (N, num_classes)
     labels = torch.cat([y for _, y in batches])
     accuracy = multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro")
     return logits.argmax(dim=1), float(accuracy)
 
 
 def measure_artifact(
-    artifact: Artifact, batches: Sequence[Batch], inputs: dict[int, torch.Tensor], settings: MeasureSettings
+    artifact: Artifact,
+    model: nn.Module,
+    batches: Sequence[Batch],
+    inputs: dict[int, torch.Tensor],
+    settings: MeasureSettings,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """One report row (without the comparison to fp32) and the artifact's predictions."""
-    runner = runner_from_bytes(artifact.data, artifact.suffix, settings.num_threads)
+    """One report row (without the comparison to fp32) and the artifact's predictions.
+
+    The artifact is loaded back from its bytes, as a user loads it (``model``: the fp32 model it came from).
+    """
+    runner = METHODS[artifact.method].load(artifact.data, model, settings.num_threads)
     predictions, accuracy = predict(runner, batches)
     latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
     row = {
@@ -130,20 +131,20 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
 
 
 def measure_methods(
-    net: nn.Module,
-    methods: Sequence[str],
+    model: nn.Module,
+    methods: Mapping[str, Any],
     batches: Sequence[Batch],
+    data: QuantizationData,
     settings: MeasureSettings,
-    options: QuantOptions,
 ) -> tuple[list[dict[str, Any]], list[Artifact]]:
-    """Quantize a read-only ``net`` with each method (fp32 first) and measure every artifact.
+    """Quantize a read-only ``model`` with each method (fp32 first) and measure every artifact.
 
     Args:
-        net: The plain fp32 ``nn.Module`` (logits out).
-        methods: Registry names; fp32 is added as the baseline.
-        batches: Evaluation batches, the same for every method (sparse inputs are densified per batch).
+        model: The fp32 ``nn.Module`` (logits out), in eval mode.
+        methods: Registry name -> that method's settings; fp32 is added as the baseline.
+        batches: Evaluation batches, the same for every method (latency inputs are dense).
+        data: The example batch and calibration batches the methods may use.
         settings: Latency batch sizes, threads and run time.
-        options: Method settings (fixed-scale bits, calibration batches).
 
     Returns:
         The report rows, in method order, and the artifacts they were measured from.
@@ -151,9 +152,10 @@ def measure_methods(
     inputs = latency_inputs(first_rows(batches, max(settings.latency_batch_sizes)), settings.latency_batch_sizes)
     rows, artifacts = [], []
     baseline, baseline_predictions = {}, torch.empty(0)
-    for method in check_methods(methods):
-        artifact = quantize(net, method, options)
-        row, predictions = measure_artifact(artifact, batches, inputs, settings)
+    for method in check_methods(list(methods)):
+        method_settings = methods.get(method) or METHODS[method].make_settings()
+        artifact = METHODS[method].quantize(model, method_settings, data)
+        row, predictions = measure_artifact(artifact, model, batches, inputs, settings)
         if method == BASELINE:
             baseline, baseline_predictions = row, predictions
         agreement = float((predictions == baseline_predictions).float().mean())

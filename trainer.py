@@ -6,7 +6,7 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
-from callbacks.quantization import PostTrainingQuantization
+from callbacks.post_training_quantization import PostTrainingQuantization
 from errors import CheckpointError
 
 

@@ -15,9 +15,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.atomic import atomic_write
 from quantization.int8_overflow import INT16_MAX
 from quantization.machine import describe, machine_info
+from storage.atomic import atomic_write
 
 Row = dict[str, Any]
 

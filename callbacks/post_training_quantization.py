@@ -1,0 +1,149 @@
+"""PostTrainingQuantization: after fit, quantize the best checkpoint with every configured method.
+
+Lightning glue only: it checks at ``setup`` that the model can be quantized (before training),
+runs the engine (``quantization.quantization_report``) on rank zero after fit while the other
+ranks wait, and logs to the run's TensorBoard. The live ``pl_module`` is never touched: the
+checkpoint's weights go into a copy of its plain ``net``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from callbacks.best_checkpoint import best_checkpoint
+from errors import ConfigError, DataError
+from quantization import METHODS, QuantizationData, check_methods, check_quantizable
+from quantization.measure import Batch, MeasureSettings
+from quantization.onnx_runtime import dense
+from quantization.pipeline import quantization_report
+from quantization.report import report_markdown
+from storage.checkpoints import load_net_weights
+
+# The registry's names, so LightningCLI rejects a typo while parsing the config.
+MethodName = Literal[tuple(METHODS)]
+
+
+class PostTrainingQuantization(Callback):
+    """Quantize the best checkpoint after ``fit`` and compare every method with fp32.
+
+    Args:
+        methods: Registry names of the methods to run (fp32 is always measured); ``None``: all.
+        settings: Per-method settings, e.g. ``{"fixed_scale_int8": {"bits": 6}}``; each method's
+            defaults otherwise (see ``quantization/methods/<name>.py``).
+        latency_batch_sizes: Batch sizes whose latency is measured.
+        num_threads: torch and ONNX Runtime threads while timing; reported with the figures.
+        min_run_time_s: Seconds of timed calls per method and batch size.
+        calibration_batches: Training batches that static quantization calibrates on.
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[MethodName] | None = None,
+        settings: dict[str, dict[str, Any]] | None = None,
+        latency_batch_sizes: Sequence[int] = (1, 256),
+        num_threads: int = 1,
+        min_run_time_s: float = 0.2,
+        calibration_batches: int = 8,
+    ) -> None:
+        names = check_methods(list(METHODS) if methods is None else methods)
+        unknown = sorted(set(settings or {}) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Expected `settings` keys among the configured methods ({', '.join(names)}), got {unknown[0]!r}."
+            )
+        if not latency_batch_sizes or min(latency_batch_sizes) < 1:
+            raise ValueError(f"Expected `latency_batch_sizes` to be batch sizes >= 1, got {latency_batch_sizes}.")
+        if num_threads < 1:
+            raise ValueError(f"Expected `num_threads` >= 1, got {num_threads}.")
+        if min_run_time_s <= 0:
+            raise ValueError(f"Expected `min_run_time_s` > 0, got {min_run_time_s}.")
+        if calibration_batches < 1:
+            raise ValueError(f"Expected `calibration_batches` >= 1, got {calibration_batches}.")
+        self.methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in names}
+        self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
+        self.calibration_batches = calibration_batches
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Refuse a model the methods cannot handle now, not after an hour of training.
+        try:
+            check_quantizable(pl_module.net, list(self.methods))
+        except ValueError as err:
+            raise ConfigError(f"{err} Remove the method from `methods` or change the model.") from err
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer))
+        trainer.strategy.barrier("post_training_quantization")  # other ranks wait for the report
+
+    def run(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        datamodule: LightningDataModule | None,
+        ckpt_path: str | None,
+    ) -> list[dict[str, Any]]:
+        """Report on ``ckpt_path`` (``None``: ``pl_module``'s current weights), logging to ``trainer``'s logger."""
+        if datamodule is None:
+            raise DataError("PostTrainingQuantization needs a datamodule (its test split); pass `datamodule=`.")
+        start = time.perf_counter()
+        net = load_net(pl_module, ckpt_path)
+        batches = test_batches(datamodule)
+        needs_calibration = any(METHODS[name].needs_calibration for name in self.methods)
+        calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
+        data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration)
+        folder = Path(report_root(trainer)) / "quantization"
+        writer = tensorboard(trainer)
+        rows = quantization_report(net, self.methods, batches, data, folder, self.measure, writer, trainer.global_step)
+        seconds = time.perf_counter() - start
+        rank_zero_info(
+            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n{report_markdown(rows)}"
+        )
+        return rows
+
+
+def load_net(pl_module: LightningModule, ckpt_path: str | None) -> nn.Module:
+    """A fp32 CPU copy of ``pl_module.net`` in eval mode, with the checkpoint's weights when given.
+
+    Raises:
+        CheckpointError: The file is missing, unsafe or corrupted, or belongs to another model.
+    """
+    net = copy.deepcopy(pl_module.net)
+    if ckpt_path is not None:
+        net.load_state_dict(load_net_weights(ckpt_path, pl_module))
+    return net.cpu().float().eval()
+
+
+def test_batches(datamodule: LightningDataModule) -> list[Batch]:
+    """The datamodule's test split as CPU batches (the same inputs for every method)."""
+    datamodule.setup("test")
+    return [(x.cpu(), y.cpu()) for x, y in datamodule.test_dataloader()]
+
+
+def training_inputs(datamodule: LightningDataModule, num_batches: int) -> list[torch.Tensor]:
+    """The dense inputs of the first ``num_batches`` training batches, for calibration."""
+    datamodule.setup("fit")
+    return [dense(x.cpu()) for x, _ in islice(datamodule.train_dataloader(), num_batches)]
+
+
+def report_root(trainer: Trainer) -> str:
+    """The run's log dir (TensorBoard version folder), else the logger's save dir, else ``default_root_dir``."""
+    logger = trainer.logger
+    return getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) or trainer.default_root_dir
+
+
+def tensorboard(trainer: Trainer) -> SummaryWriter | None:
+    """The run's ``SummaryWriter`` when it logs to TensorBoard."""
+    logger = trainer.logger
+    return logger.experiment if isinstance(logger, TensorBoardLogger) else None

@@ -1,0 +1,135 @@
+"""Export a model to ONNX and run ``.onnx`` artifacts in ONNX Runtime: what the ONNX methods share.
+
+The export traces the model's own ``forward`` on an example batch (dense), so any architecture
+the exporter supports goes through; the artifact is the ``.onnx`` file itself and runs with a
+fixed intra-op thread count, like torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from quantization.registry import Artifact, Method, QuantizationData
+
+INPUT_NAME, OUTPUT_NAME = "x", "logits"
+OPSET = 17
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
+    """``model`` as an fp32 ONNX graph with a dynamic batch dimension, ``(B, ...) -> (B, num_classes)``."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo=True, which needs onnxscript
+        # (not a dependency); it still exports these graphs exactly.
+        warnings.filterwarnings(
+            "ignore", message=r".*legacy TorchScript-based ONNX export", category=DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
+        torch.onnx.export(
+            copy.deepcopy(model).float().eval(),  # the caller's model is only read
+            (dense(example[:1]).float(),),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return buffer.getvalue()
+
+
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a dense tensor: sparse batches (TF-IDF) are densified, as a deployed model receives them."""
+    return x if x.layout == torch.strided else x.to_dense()
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    """A contiguous fp32 NumPy copy of a (possibly sparse) batch."""
+    return np.ascontiguousarray(dense(x).detach().cpu().float().numpy())
+
+
+class _DropAdvice(logging.Filter):
+    """ONNX Runtime's quantizer logs "consider pre-processing" through the root logger at every call.
+
+    Shape pre-processing adds value_info records that make small models' files bigger, so it is
+    skipped on purpose; only that advice is dropped, nothing else that is logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def quantizer_advice_dropped() -> Iterator[None]:
+    """Drop the quantizer's pre-processing advice (logged on the root logger) for the duration."""
+    advice = _DropAdvice()
+    logging.root.addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(advice)
+
+
+class OrtRunner:
+    """Runs an ONNX model in ONNX Runtime on CPU with ``num_threads`` intra-op threads.
+
+    Args:
+        model: The ``.onnx`` file's bytes.
+        num_threads: Intra-op threads (inter-op is 1: the graph is a chain).
+    """
+
+    def __init__(self, model: bytes, num_threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def prepare(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return {self.input_name: as_numpy(x)}
+
+    def run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, prepared)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """fp32 logits, ``(B, input_dim) -> (B, num_classes)``."""
+        return torch.from_numpy(self.run(self.prepare(x))[0]).float()
+
+
+def onnx_method(
+    name: str, settings: type, convert, summary: str, max_relative_error: float, needs_calibration: bool = False
+) -> Method:
+    """A :class:`Method` whose artifact is an ``.onnx`` file.
+
+    ``convert(fp32_onnx_bytes, settings, data)`` returns the quantized file's bytes and its info.
+    """
+
+    def quantize(model: nn.Module, method_settings, data: QuantizationData) -> Artifact:
+        if needs_calibration and not data.calibration:
+            raise ValueError(f"Method `{name}` needs calibration batches; got none (`calibration_batches` 0?).")
+        onnx_model, info = convert(export_onnx(model, data.example), method_settings, data)
+        return Artifact(name, onnx_model, ".onnx", info)
+
+    def load(data: bytes, model: nn.Module | None, num_threads: int) -> OrtRunner:
+        return OrtRunner(data, num_threads)
+
+    return Method(
+        name,
+        settings,
+        quantize,
+        load,
+        ".onnx",
+        needs_calibration=needs_calibration,
+        summary=summary,
+        max_relative_error=max_relative_error,
+    )

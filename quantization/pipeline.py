@@ -1,0 +1,50 @@
+"""The whole report in one call: quantize with every method, measure, write artifacts and reports.
+
+The Lightning callback and the benchmarks call :func:`quantization_report`; it needs a model,
+evaluation batches and a folder, nothing from Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from quantization.artifacts import save_artifact
+from quantization.measure import Batch, MeasureSettings, measure_methods
+from quantization.registry import QuantizationData
+from quantization.report import log_tensorboard, write_report
+
+
+def quantization_report(
+    model: nn.Module,
+    methods: Mapping[str, Any],
+    batches: Sequence[Batch],
+    data: QuantizationData,
+    folder: Path,
+    settings: MeasureSettings,
+    writer: SummaryWriter | None = None,
+    step: int = 0,
+) -> list[dict[str, Any]]:
+    """Measure every method on a read-only ``model``; write artifacts, ``report.json`` and ``report.md``.
+
+    Args:
+        model: The fp32 model, in eval mode.
+        methods: Registry name -> the method's settings (fp32 is always measured first).
+        batches: Evaluation batches (the test split), the same for every method.
+        data: Example and calibration batches the methods may use.
+        folder: Where the artifacts and reports go.
+        settings: Latency batch sizes, threads and run time.
+        writer: A TensorBoard ``SummaryWriter`` for scalars, the table, a chart and HParams.
+        step: The global step the TensorBoard records carry.
+    """
+    rows, artifacts = measure_methods(model, methods, batches, data, settings)
+    for artifact in artifacts:
+        save_artifact(artifact, folder)
+    write_report(rows, folder)
+    if writer is not None:
+        log_tensorboard(writer, rows, step)
+    return rows

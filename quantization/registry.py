@@ -1,0 +1,127 @@
+"""The registry of quantization methods. Each file in ``quantization/methods/`` registers one
+(importing ``quantization`` imports them all).
+
+A :class:`Method` declares, in one place, its name, its settings (a frozen dataclass whose
+defaults are the recommended choice), what it needs (calibration data), how it quantizes a
+model and how its artifact loads back into something that runs. Everything else (the names
+a config accepts, artifact suffixes, which methods calibrate) is asked of the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+BASELINE = "fp32"
+
+
+@dataclass(frozen=True)
+class QuantizationData:
+    """The inputs a method may use besides the model.
+
+    Args:
+        example: A dense input batch, ``(B, input_dim)``: export shapes and dtypes come from it.
+        calibration: Dense training batches that static methods calibrate on.
+    """
+
+    example: torch.Tensor
+    calibration: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A quantized model as it is shipped: the file's bytes and what the method reports about it.
+
+    Args:
+        method: Registry name of the method that made it.
+        data: The exact bytes written to disk (their length is the reported size).
+        suffix: ``.pt`` (weights-only torch payload) or ``.onnx``.
+        info: Method-specific figures, e.g. ``saturated_fraction``.
+    """
+
+    method: str
+    data: bytes
+    suffix: str
+    info: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+class Runner(Protocol):
+    """A loaded artifact: ``prepare`` converts an input once, ``run`` is the call that is timed."""
+
+    def prepare(self, x: torch.Tensor) -> Any: ...
+
+    def run(self, prepared: Any) -> Any: ...
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """One quantization method.
+
+    Args:
+        name: The name configs use.
+        settings: Frozen dataclass of the method's settings; its defaults are the recommended ones.
+        quantize: ``(model, settings, data) -> Artifact``; reads ``model``, never changes it.
+        load: ``(artifact bytes, model, num_threads) -> Runner``; ``model`` is the fp32 model the
+            artifact was made from (torch artifacts of non-``Sequential`` models need it).
+        suffix: The artifact's file suffix.
+        needs_calibration: Whether ``data.calibration`` must hold batches.
+        refuses: ``(layer name, module) -> reason`` for a module the method cannot handle, or ``None``.
+        summary: One line for reports and ``--help``: what it does.
+        max_relative_error: The largest ``|logit - fp32 logit| / max |fp32 logit|`` its arithmetic allows on
+            a small two-layer net (rounding to a step ``s`` errs by at most ``s/2``; see each method).
+    """
+
+    name: str
+    settings: type
+    quantize: Callable[[nn.Module, Any, QuantizationData], Artifact]
+    load: Callable[[bytes, nn.Module | None, int], Runner]
+    suffix: str = ".pt"
+    needs_calibration: bool = False
+    refuses: Callable[[str, nn.Module], str | None] | None = None
+    summary: str = ""
+    max_relative_error: float = 0.0
+
+    def make_settings(self, values: Mapping[str, Any] | None = None) -> Any:
+        """The settings dataclass from plain values, refusing unknown keys in one line."""
+        known = {f.name for f in dataclasses.fields(self.settings)}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise ValueError(
+                f"Expected `settings.{self.name}` keys in ({', '.join(sorted(known)) or 'none'}), got {unknown[0]!r}."
+            )
+        return self.settings(**(values or {}))
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (once per name)."""
+    if method.name in METHODS:
+        raise ValueError(f"Method {method.name!r} is registered twice.")
+    METHODS[method.name] = method
+    return method
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """Validate method names; return them without repeats, the fp32 baseline first.
+
+    >>> check_methods(["dynamic_int8", "fp16", "dynamic_int8"])
+    ['fp32', 'dynamic_int8', 'fp16']
+    """
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or isinstance(methods, str):
+        got = methods if isinstance(methods, str) else unknown[0]
+        raise ValueError(f"Expected `methods` to be a list of ({', '.join(METHODS)}), got {got!r}.")
+    return list(dict.fromkeys([BASELINE, *methods]))

@@ -1,0 +1,52 @@
+"""Swap the ``nn.Linear`` layers of a deep copy of a model; every other layer stays as written.
+
+Any architecture whose weights live in ``nn.Linear`` layers can then be quantized: residuals,
+norms, embeddings and custom ``forward`` code run unchanged, in fp32, around the swapped layers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import nn
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` of ``model`` by qualified name, in registration order.
+
+    >>> list(linear_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))))
+    ['0', '2']
+    """
+    return {name: module for name, module in model.named_modules() if type(module) is nn.Linear}
+
+
+def swap_linears(model: nn.Module, replace: Callable[[str, nn.Linear], nn.Module]) -> nn.Module:
+    """A deep copy of ``model`` (eval mode) whose every ``nn.Linear`` ``name`` is ``replace(name, layer)``.
+
+    ``model`` is only read.
+
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    >>> swap_linears(net, lambda name, layer: nn.Identity())[0]
+    Identity()
+    >>> net[0]
+    Linear(in_features=4, out_features=3, bias=True)
+    """
+    copied = copy.deepcopy(model).eval()
+    if type(copied) is nn.Linear:  # the model is one layer, named ""
+        return replace("", copied)
+    for name, layer in linear_layers(copied).items():
+        parent_name, _, child = name.rpartition(".")
+        parent = copied.get_submodule(parent_name) if parent_name else copied
+        setattr(parent, child, replace(name, layer))
+    return copied
+
+
+def refusals(model: nn.Module, refuses: Callable[[str, nn.Module], str | None] | None) -> list[str]:
+    """Why ``model`` cannot be quantized by a method: no Linear layer, or the method's own refusals."""
+    if not linear_layers(model):
+        return [f"{type(model).__name__} has no nn.Linear layer to quantize"]
+    if refuses is None:
+        return []
+    found = (refuses(name, module) for name, module in model.named_modules() if name)
+    return [reason for reason in found if reason]

@@ -1,0 +1,1 @@
+"""Plumbing every layer shares: reading and checking checkpoints, writing files atomically."""
