@@ -8,6 +8,7 @@ python cli.py quantize -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoi
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -89,6 +90,8 @@ class QuantlightCLI(LightningCLI):
             resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
+        if self.subcommand == "fit":
+            refuse_empty_training(self.config.fit.trainer)
 
     def instantiate_classes(self) -> None:
         try:
@@ -108,6 +111,8 @@ class QuantlightCLI(LightningCLI):
         # The datamodule knows its feature width and class count; the model never repeats them.
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # A cosine schedule anneals over the run's epochs: its length is the trainer's, written once.
+        parser.link_arguments("trainer.max_epochs", "model.init_args.lr_scheduler.init_args.T_max", apply_on="parse")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -119,6 +124,16 @@ class QuantlightCLI(LightningCLI):
         if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
             best = best_checkpoint(self.trainer, warn=False)  # None: the final weights
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+def refuse_empty_training(trainer: Namespace) -> None:
+    """Refuse a ``fit`` that trains nothing (0 epochs, steps or batches): its report would describe random weights."""
+    for name in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(name) == 0:
+            raise ConfigError(
+                f"--trainer.{name} 0 trains nothing, and the test accuracy and quantization report would describe "
+                f"an untrained model. Set {name} >= 1 (or use `validate`/`test` with --ckpt_path)."
+            )
 
 
 def base_config_kwargs(subcommands: dict | None) -> dict:
@@ -155,7 +170,17 @@ def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:
         args.version = version
 
 
+# Lightning 2.6 calls APIs that torch 2.14 and jsonargparse 4.49+ deprecate: noise a user can do nothing about.
+_UPSTREAM_DEPRECATIONS = [
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r".*was deprecated in v4", DeprecationWarning),
+    (r"skip_none parameter was deprecated", DeprecationWarning),
+]
+
+
 def main(args: list[str] | None = None) -> None:
+    for message, category in _UPSTREAM_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     try:
         QuantlightCLI(args)
     except (QuantlightError, MisconfigurationException) as err:  # the user's input, not a bug: no traceback

@@ -16,6 +16,7 @@ import torch
 
 from datamodules.batching import InMemoryDataModule
 from datamodules.text_corpus import (
+    MAX_FIELD_CHARS,
     OnBadRow,
     Rows,
     ensure_imdb,
@@ -68,6 +69,8 @@ class TextDataModule(InMemoryDataModule):
             instead of fitting them (``test``/``predict`` without the training corpus).
         on_bad_row: ``error`` stops at the first bad row (file and line named); ``skip`` warns, counts
             the bad rows and goes on (``predict`` lists them in its output).
+        max_field_chars: Longest text one CSV/TSV field may hold, in characters (default 64 Mi: a whole
+            book fits; a longer field is most likely a quote left open, and is refused naming its line).
         sparse: Serve batches as sparse tensors (the MLP consumes them directly); ``False`` densifies
             each batch for models that need dense input.
         batch_size: Examples per batch.
@@ -100,6 +103,7 @@ class TextDataModule(InMemoryDataModule):
         lowercase: bool = True,
         vectorizer_checkpoint: str | None = None,
         on_bad_row: OnBadRow = "error",
+        max_field_chars: int = MAX_FIELD_CHARS,
         sparse: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -114,6 +118,8 @@ class TextDataModule(InMemoryDataModule):
                 raise ValueError(f"Expected `{name}` to be a fraction in (0, 1) or a row count >= 1, got {size!r}.")
         if isinstance(val_size, float) and isinstance(test_size, float) and val_size + test_size >= 1:
             raise ValueError(f"Expected `val_size` + `test_size` < 1, got {val_size} + {test_size}.")
+        if max_field_chars < 1:
+            raise ValueError(f"Expected `max_field_chars` >= 1, got {max_field_chars}.")
         if max_features is not None and max_features < 1:
             raise ValueError(f"Expected `max_features` >= 1 or None, got {max_features}.")
         if len(ngram_range) != 2 or not 1 <= ngram_range[0] <= ngram_range[1]:
@@ -256,7 +262,8 @@ class TextDataModule(InMemoryDataModule):
         )
 
     def _read_labelled(self, path: str) -> Rows:
-        return read_rows(Path(path), self.hparams.text_column, self.hparams.label_column)
+        h = self.hparams
+        return read_rows(Path(path), h.text_column, h.label_column, max_field_chars=h.max_field_chars)
 
     def _read_predict(self) -> Rows:
         h = self.hparams
@@ -267,7 +274,10 @@ class TextDataModule(InMemoryDataModule):
             )
         path = Path(h.predict_path)
         labelled = file_format(path, allow_lines=True) != "lines"
-        rows = read_rows(path, h.text_column, h.label_column if labelled else None, True, label_required=False)
+        label_column = h.label_column if labelled else None
+        rows = read_rows(
+            path, h.text_column, label_column, True, label_required=False, max_field_chars=h.max_field_chars
+        )
         unknown = unknown_labels(rows, self.classes)
         bad = sorted(rows.bad + unknown, key=lambda row: row.line)
         handle_bad_rows(bad, h.on_bad_row)

@@ -198,8 +198,8 @@ def _next_record(reader, path: Path, start: int, max_field_chars: int) -> list[s
         if str(err).startswith("field larger than field limit"):
             raise DataError(
                 f"{path}:{start}: a field longer than {max_field_chars:,} characters, the limit on one text. "
-                "If it is one long document, raise `max_field_chars` (default "
-                "datamodules.text_corpus.MAX_FIELD_CHARS); otherwise close the quote left open on that line."
+                "If it is one long document, raise --data.init_args.max_field_chars; otherwise close the quote "
+                "left open on that line."
             ) from err
         delimiter = reader.dialect.delimiter
         raise DataError(f"{path}:{reader.line_num}: malformed {delimiter!r}-separated row ({err}).") from err

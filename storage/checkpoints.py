@@ -25,6 +25,10 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
             objects and is for checkpoints from a source the user trusts (``--weights_only false``).
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(str(p.relative_to(path)) for p in path.rglob("*.ckpt"))[:4]
+        holds = f"it holds {', '.join(found)}" if found else "it holds no .ckpt file"
+        raise CheckpointError(f"Checkpoint {path} is a directory ({holds}). Pass one .ckpt file to --ckpt_path.")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} not found. Pass an existing .ckpt file to --ckpt_path.")
     try:

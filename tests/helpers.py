@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Imported at collection, not inside a test: Lightning binds its log handler to the stderr of the
+# moment it is first imported, which inside a test is a capture that is closed afterwards.
+from cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,13 +72,12 @@ def write_imdb_tree(data_dir: Path, per_folder: int = 12) -> Path:
 
 def cli_error(capsys, *args: str) -> str:
     """Run the CLI expecting a user error (exit status 2, no traceback); return what it wrote to stderr."""
-    from cli import main  # imported late: collecting the helpers needs no Lightning
 
     with pytest.raises(SystemExit) as exc:
         main(list(args))
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     return err
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI, main
@@ -47,9 +48,12 @@ def test_every_config_instantiates(config, mnist_root, tmp_path):
         ],
     }  # fmt: skip
     cli = QuantlightCLI(
-        args=["-c", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path), *overrides[config.name]],
+        args=[
+            "-c", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path), *overrides[config.name],
+            "--trainer.enable_progress_bar", "false",  # works with every config's callbacks (CI logs)
+        ],
         run=False,
-    )
+    )  # fmt: skip
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     assert cli.model.hparams.input_dim == cli.datamodule.input_dim
     assert any(isinstance(c, PostTrainingQuantization) for c in cli.trainer.callbacks)  # from configs/base.yaml
@@ -77,3 +81,20 @@ def test_resume_continues_in_the_same_run_directory(mnist_root, tmp_path):
     # The best of the whole run is tracked across the resume, not restarted in a new folder.
     assert Path(best_state["best_model_path"]) == run / "checkpoints" / "best.ckpt"
     assert best_state["best_model_score"] is not None
+
+
+@pytest.mark.parametrize("epochs", [4, 15])
+def test_cosine_schedule_follows_the_run_length(epochs, mnist_root, tmp_path):
+    cli = QuantlightCLI(args=[*mnist_args(mnist_root, tmp_path), "--trainer.max_epochs", str(epochs)], run=False)
+    scheduler = cli.model.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert type(scheduler).__name__ == "CosineAnnealingLR" and scheduler.T_max == epochs
+
+
+def test_fit_logs_no_placeholder_metric(mnist_root, tmp_path):
+    main(["fit", *mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "1")])
+    (run,) = tmp_path.glob("mnist_logistic/version_*")
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert "hp_metric" not in events.Tags()["scalars"] and "val/acc" in events.Tags()["scalars"]
+    with pytest.raises(KeyError):  # no HParams record for the training run (an empty row in the dashboard)
+        events.PluginTagToContent("hparams")

@@ -187,7 +187,7 @@ def test_field_past_the_limit_names_file_line_and_limit(tmp_path):
     limit_before = csv.field_size_limit()
     match = (
         rf"^{path}:4: a field longer than 1,000 characters, the limit on one text\. If it is one long document, "
-        r"raise `max_field_chars` \(default datamodules\.text_corpus\.MAX_FIELD_CHARS\); otherwise close the quote"
+        r"raise --data\.init_args\.max_field_chars; otherwise close the quote"
     )
     with pytest.raises(DataError, match=match):
         read_rows(path, "text", "label", max_field_chars=1_000)
