@@ -8,9 +8,11 @@ python cli.py quantize -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoi
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
+import console  # noqa: F401  (first: drops upstream noise, some of it emitted while torch loads)
+
+# isort: split
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule
@@ -170,17 +172,7 @@ def resume_run_directory(trainer_config: Namespace, ckpt_path: str) -> None:
         args.version = version
 
 
-# Lightning 2.6 calls APIs that torch 2.14 and jsonargparse 4.49+ deprecate: noise a user can do nothing about.
-_UPSTREAM_DEPRECATIONS = [
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
-    (r".*was deprecated in v4", DeprecationWarning),
-    (r"skip_none parameter was deprecated", DeprecationWarning),
-]
-
-
 def main(args: list[str] | None = None) -> None:
-    for message, category in _UPSTREAM_DEPRECATIONS:
-        warnings.filterwarnings("ignore", message=message, category=category)
     try:
         QuantlightCLI(args)
     except (QuantlightError, MisconfigurationException) as err:  # the user's input, not a bug: no traceback

@@ -41,10 +41,13 @@ class LinearCodec:
 
     ``encode(linear, settings)`` returns the tensors to save, plain-data settings for the layer's
     spec, and counters (e.g. saturated values); ``decode(tensors, spec)`` rebuilds the layer.
+    ``input_dtype``: the dtype a plain stack of such layers runs in end to end (the input is cast
+    once, before the timed call, instead of in every layer).
     """
 
     encode: Callable[[nn.Linear, Any], Encoded]
     decode: Callable[[dict[str, torch.Tensor], dict[str, Any]], nn.Module]
+    input_dtype: torch.dtype = torch.float32
 
 
 def encode_model(model: nn.Module, method: str, codec: LinearCodec, settings: Any) -> Artifact:
@@ -89,7 +92,10 @@ def decode_model(data: bytes, codec: LinearCodec, model: nn.Module | None = None
         model: The fp32 model it was made from (only its structure is used); ``None`` for plain
             ``nn.Sequential`` stacks, which the artifact describes itself.
     """
-    payload = read_payload(data)
+    return _decode_payload(read_payload(data), codec, model)
+
+
+def _decode_payload(payload: dict[str, Any], codec: LinearCodec, model: nn.Module | None) -> nn.Module:
     if model is None:
         if payload["architecture"] is None:
             raise ValueError(
@@ -148,13 +154,14 @@ def _build(architecture: list[str], layers: dict[str, dict[str, Any]]) -> nn.Mod
 
 
 class TorchRunner:
-    """Runs a rebuilt module: ``prepare`` makes the input contiguous once, ``run`` is the timed call."""
+    """Runs a rebuilt module: ``prepare`` casts the input and makes it contiguous once, ``run`` is the timed call."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, input_dtype: torch.dtype = torch.float32) -> None:
         self.module = module
+        self.input_dtype = input_dtype
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous() if x.layout == torch.strided else x
+        return x.to(self.input_dtype).contiguous() if x.layout == torch.strided else x
 
     def run(self, prepared: torch.Tensor) -> torch.Tensor:
         return self.module(prepared)
@@ -179,7 +186,10 @@ def torch_method(
         return encode_model(model, name, codec, method_settings)
 
     def load(data: bytes, model: nn.Module | None, num_threads: int) -> TorchRunner:
-        return TorchRunner(decode_model(data, codec, model))
+        # A plain stack runs in the codec's dtype throughout; other layers (norms, ...) need fp32 in.
+        payload = read_payload(data)
+        flat = payload["architecture"] is not None
+        return TorchRunner(_decode_payload(payload, codec, model), codec.input_dtype if flat else torch.float32)
 
     return Method(
         name, settings, quantize, load, ".pt", refuses=refuses, summary=summary, max_relative_error=max_relative_error

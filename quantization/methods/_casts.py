@@ -20,7 +20,8 @@ class CastLinear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)  # (B, in) -> (B, out)
+        # (B, in) -> (B, out), in the caller's dtype: no cast at all inside a stack that runs in half precision
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
 
 def cast_codec(dtype: torch.dtype) -> LinearCodec:
@@ -35,4 +36,4 @@ def cast_codec(dtype: torch.dtype) -> LinearCodec:
     def decode(tensors: dict[str, torch.Tensor], spec: dict[str, Any]) -> nn.Module:
         return CastLinear(tensors["weight"], tensors.get("bias"))
 
-    return LinearCodec(encode, decode)
+    return LinearCodec(encode, decode, input_dtype=dtype)
