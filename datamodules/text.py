@@ -19,12 +19,11 @@ from datamodules.text_corpus import (
     MAX_FIELD_CHARS,
     OnBadRow,
     Rows,
-    ensure_imdb,
     file_format,
     handle_bad_rows,
-    read_imdb_split,
     read_rows,
 )
+from datamodules.text_imdb import ensure_imdb, read_imdb_split
 from datamodules.text_splits import split_corpus, unknown_labels
 from datamodules.text_vectorizer import (
     SparseBatchDataset,

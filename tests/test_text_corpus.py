@@ -8,14 +8,8 @@ import json
 import pytest
 
 from datamodules.text import TextDataModule
-from datamodules.text_corpus import (
-    MAX_FIELD_CHARS,
-    BadRow,
-    ensure_imdb,
-    handle_bad_rows,
-    read_imdb_split,
-    read_rows,
-)
+from datamodules.text_corpus import MAX_FIELD_CHARS, BadRow, handle_bad_rows, read_rows
+from datamodules.text_imdb import ensure_imdb, read_imdb_split
 from errors import DataError
 from tests.helpers import write_text_corpus
 
