@@ -63,6 +63,8 @@ def _notes(row: Row) -> str:
         notes.append("slower than fp32 at batch " + ", ".join(str(n) for n in row["slower_than_fp32"]))
     if "saturated_fraction" in row:
         notes.append(f"{row['saturated_fraction'] * 100:.2f}% of values saturated")
+    if row.get("int4_weight_fraction", 1.0) < 1.0:
+        notes.append(f"{row['int4_weight_fraction'] * 100:.0f}% of Linear weights in 4 bits, the rest fp32")
     if row.get("avx2_worst_pair_sum", 0) > INT16_MAX:
         notes.append("int16 sums can saturate on AVX2 CPUs without VNNI")
     return "; ".join(notes)
