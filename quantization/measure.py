@@ -7,6 +7,7 @@ callback both call :func:`measure_methods`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -156,6 +157,7 @@ def measure_methods(
         method_settings = methods.get(method) or METHODS[method].make_settings()
         artifact = METHODS[method].quantize(model, method_settings, data)
         row, predictions = measure_artifact(artifact, model, batches, inputs, settings)
+        row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
         if method == BASELINE:
             baseline, baseline_predictions = row, predictions
         agreement = float((predictions == baseline_predictions).float().mean())

@@ -58,7 +58,7 @@ def report_markdown(rows: Sequence[Row]) -> str:
 
 
 def _notes(row: Row) -> str:
-    notes = []
+    notes = [", ".join(f"{key}: {value}" for key, value in row["settings"].items())] if row.get("settings") else []
     if row["slower_than_fp32"]:
         notes.append("slower than fp32 at batch " + ", ".join(str(n) for n in row["slower_than_fp32"]))
     if "saturated_fraction" in row:

@@ -137,12 +137,21 @@ def test_unknown_method_is_rejected_with_the_known_ones():
         ("fixed_scale_int8", {"bits": 20}, r"Expected `settings.fixed_scale_int8.bits` in \[0, 14\], got 20"),
         ("fixed_scale_int8", {"bitz": 7}, r"Expected `settings.fixed_scale_int8` keys in \(bits\), got 'bitz'"),
         ("onnx_static_int8", {"weights": "int4"}, r"Expected `weights` in \(int7, uint8, int8\), got 'int4'"),
+        ("onnx_static_int8", {"calibration": "mse"}, r"Expected `calibration` in \(minmax, percentile, entropy\)"),
     ],
-    ids=["value", "key", "choice"],
+    ids=["value", "key", "choice", "calibration"],
 )
 def test_method_settings_are_validated(method, settings, match, data):
     with pytest.raises(ValueError, match=match):
         quantize(tiny_net(), method, data, settings)
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+def test_static_onnx_calibration_choices(calibration, inputs, data):
+    net = tiny_net()
+    artifact = quantize(net, "onnx_static_int8", data, {"calibration": calibration})
+    logits = METHODS["onnx_static_int8"].load(artifact.data, net, 1).logits(inputs)
+    assert relative_error(logits, net(inputs).detach()) <= METHODS["onnx_static_int8"].max_relative_error
 
 
 def test_static_onnx_needs_calibration(inputs):
@@ -174,6 +183,7 @@ def test_measure_methods_rows(inputs, data):
     assert [a.method for a in artifacts] == ["fp32", "onnx_dynamic_int8", "fp16"]
     fp32 = rows[0]
     assert fp32["agreement"] == 1.0 and fp32["accuracy_delta"] == 0.0 and fp32["size_ratio"] == 1.0
+    assert rows[1]["settings"] == {"weights": "int7", "per_channel": True} and fp32["settings"] == {}
     for row in rows:
         assert set(row["latency_ms"]) == {"1", "40"} and row["threads"] == 1
         assert all(t["p90"] >= t["median"] > 0 for t in row["latency_ms"].values())

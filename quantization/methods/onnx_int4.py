@@ -68,9 +68,10 @@ def int4_bytes(gemm: LinearGemm, settings: OnnxInt4Settings) -> int:
     """Bytes of a layer's 4-bit weights: per output, its inputs padded to whole blocks of 4-bit codes, one
     fp32 scale per block, and for ``symmetric=False`` a 4-bit zero point per block.
 
-    >>> int4_bytes(LinearGemm("fc", in_features=96, out_features=4), OnnxInt4Settings())  # 4 * 3 * (16 + 4)
+    >>> block_32 = OnnxInt4Settings(block_size=32)
+    >>> int4_bytes(LinearGemm("fc", in_features=96, out_features=4), block_32)  # 4 * 3 * (16 + 4)
     240
-    >>> int4_bytes(LinearGemm("fc", in_features=4, out_features=64), OnnxInt4Settings())  # > 4 * 4 * 64 = 1024
+    >>> int4_bytes(LinearGemm("fc", in_features=4, out_features=64), block_32)  # > 4 * 4 * 64 = 1024
     1280
     """
     blocks = -(-gemm.in_features // settings.block_size)

@@ -9,18 +9,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from quantization.methods._onnx_int8 import OnnxInt8Settings, quantize_onnx_file
 from quantization.onnx_runtime import INPUT_NAME, as_numpy, onnx_method
 from quantization.registry import QuantizationData, register
 
+# `calibration` -> how ONNX Runtime turns the calibration activations into each tensor's range.
+CALIBRATIONS = {
+    "minmax": CalibrationMethod.MinMax,  # the observed min and max: nothing clips on data like the calibration's
+    "percentile": CalibrationMethod.Percentile,  # the 99.999th percentile of |x|: rare outliers clip, the rest is finer
+    "entropy": CalibrationMethod.Entropy,  # the range whose histogram keeps most information (KL divergence)
+}
+
 
 @dataclass(frozen=True)
 class OnnxStaticInt8Settings(OnnxInt8Settings):
-    __doc__ = OnnxInt8Settings.__doc__
+    """Args:
+    weights: As ``onnx_dynamic_int8``: ``int7`` (default, exact on every x86 CPU), ``uint8`` or ``int8``.
+    per_channel: One weight scale per output channel (recovers the precision of 7-bit weights).
+    calibration: How activation ranges are chosen from the calibration batches: ``minmax`` (default;
+        nothing clips on data like the calibration's), ``percentile`` (clips rare outliers for a finer
+        step) or ``entropy`` (the range that keeps most of the histogram's information).
+    """
+
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"Expected `calibration` in ({', '.join(CALIBRATIONS)}), got {self.calibration!r}.")
 
 
 class _BatchReader(CalibrationDataReader):
@@ -41,6 +62,7 @@ def _convert(fp32: bytes, settings: OnnxStaticInt8Settings, data: QuantizationDa
             _BatchReader(data.calibration),
             quant_format=QuantFormat.QOperator,
             activation_type=QuantType.QUInt8,
+            calibrate_method=CALIBRATIONS[settings.calibration],
             **settings.ort_weights,
         )
 
