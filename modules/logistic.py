@@ -36,3 +36,4 @@ class LogisticRegression(ClassifierModule):
             raise ValueError(f"Expected `input_dim` >= 1, got {input_dim}.")
         self.save_hyperparameters()
         self.net = nn.Linear(input_dim, num_classes)
+        self.example_input_array = torch.zeros(1, input_dim)  # the model summary shows shapes and FLOPs

@@ -111,3 +111,4 @@ class MLP(ClassifierModule):
             raise ValueError(f"Expected `dropout` in [0, 1), got {dropout}.")
         self.save_hyperparameters()
         self.net = mlp_body(input_dim, list(hidden_sizes), num_classes, dropout)
+        self.example_input_array = torch.zeros(1, input_dim)  # the model summary shows shapes and FLOPs
