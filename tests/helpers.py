@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 # Imported at collection, not inside a test: Lightning binds its log handler to the stderr of the
 # moment it is first imported, which inside a test is a capture that is closed afterwards.
@@ -116,3 +118,22 @@ def text_args(corpus: Path | str, out: Path, *extra: str) -> list[str]:
         "--trainer.callbacks.enable_version_counter=false",
         *extra,
     ]  # fmt: skip
+
+
+class ResidualNet(nn.Module):
+    """A model that is not a flat Linear stack: Linear -> LayerNorm -> GELU, a residual Linear block scaled
+    by a bare parameter (fp32 in every artifact), a Linear head; ``(B, 64) -> (B, 4)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(64, 96)
+        self.norm = nn.LayerNorm(96)
+        self.block = nn.Sequential(nn.Linear(96, 96), nn.GELU())
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.head = nn.Linear(96, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.norm(self.inp(x)))  # (B, 64) -> (B, 96)
+        h = h + self.scale * self.block(h)  # residual
+        return self.head(h)  # (B, 4)

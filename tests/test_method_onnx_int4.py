@@ -14,6 +14,7 @@ from torch import nn
 from quantization import METHODS, QuantizationData, check_methods, load_artifact, quantize, save_artifact
 from quantization.methods._onnx_matmul import gemms_to_matmuls, linear_gemms
 from quantization.onnx_runtime import OrtRunner, export_onnx
+from tests.helpers import ResidualNet
 
 METHOD = METHODS["onnx_int4"]
 
@@ -21,24 +22,6 @@ METHOD = METHODS["onnx_int4"]
 def two_layer_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 4)).eval()
-
-
-class ResidualNet(nn.Module):
-    """Not a flat stack: Linear -> LayerNorm -> GELU, a residual Linear block, a bare scale, a Linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.inp = nn.Linear(64, 96)
-        self.norm = nn.LayerNorm(96)
-        self.block = nn.Sequential(nn.Linear(96, 96), nn.GELU())
-        self.scale = nn.Parameter(torch.tensor(0.5))
-        self.head = nn.Linear(96, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.nn.functional.gelu(self.norm(self.inp(x)))  # (B, 64) -> (B, 96)
-        h = h + self.scale * self.block(h)  # residual
-        return self.head(h)  # (B, 4)
 
 
 class ProjectedNet(nn.Module):

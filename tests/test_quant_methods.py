@@ -20,6 +20,7 @@ from quantization import (
     save_artifact,
 )
 from quantization.measure import MeasureSettings, latency_inputs, measure_methods, time_calls
+from tests.helpers import ResidualNet
 
 INT8 = [name for name in METHODS if "int8" in name]
 
@@ -27,24 +28,6 @@ INT8 = [name for name in METHODS if "int8" in name]
 def tiny_net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Dropout(0.1), nn.Linear(96, 4)).eval()
-
-
-class ResidualNet(nn.Module):
-    """Not a flat stack: Linear -> LayerNorm -> GELU, a residual Linear block, an EmbeddingBag side input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.inp = nn.Linear(64, 96)
-        self.norm = nn.LayerNorm(96)
-        self.block = nn.Sequential(nn.Linear(96, 96), nn.GELU())
-        self.scale = nn.Parameter(torch.tensor(0.5))  # a bare parameter, fp32 in every artifact
-        self.head = nn.Linear(96, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.nn.functional.gelu(self.norm(self.inp(x)))  # (B, 64) -> (B, 96)
-        h = h + self.scale * self.block(h)  # residual
-        return self.head(h)  # (B, 4)
 
 
 @pytest.fixture(scope="module")
