@@ -6,6 +6,7 @@ import statistics
 import tempfile
 import time
 
+import torch
 from lightning.pytorch import Callback
 
 from callbacks import PostTrainingQuantization
@@ -41,6 +42,11 @@ def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:
 def fit_epochs(config: str, *overrides: str) -> list[float]:
     """Seconds per epoch of ``fit`` with ``config`` as a user runs it (its logger, checkpoints and
     progress bar), the quantization report left out: it runs after training."""
+    return fit_run(config, *overrides)[0]
+
+
+def fit_run(config: str, *overrides: str) -> tuple[list[float], int]:
+    """:func:`fit_epochs`, and the epoch (from 0) of the best checkpoint."""
     with tempfile.TemporaryDirectory() as out:
         args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
         cli = QuantlightCLI(args=args, run=False)
@@ -48,4 +54,5 @@ def fit_epochs(config: str, *overrides: str) -> list[float]:
         timer = EpochTimer()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return timer.epochs
+        best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["epoch"]
+    return timer.epochs, best

@@ -110,7 +110,8 @@ def text_args(corpus: Path | str, out: Path, *extra: str) -> list[str]:
     return [
         "-c", str(REPO / "configs/text_mlp.yaml"),
         "--data.init_args.path", str(corpus), "--data.init_args.batch_size", "8",
-        "--model.init_args.hidden_sizes", "[16, 8]", "--model.init_args.optimizer.init_args.lr", "0.01",
+        "--model.init_args.hidden_sizes", "[16]", "--model.init_args.dropout", "0.0",
+        "--model.init_args.optimizer.init_args.lr", "0.5",
         "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks", "[]",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

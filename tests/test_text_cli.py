@@ -149,7 +149,7 @@ def test_checkpoint_vectorizer_wins_over_other_settings(trained, tmp_path):
 
 def test_width_mismatch_is_named_when_loading_outside_the_cli(trained):
     _, ckpt = trained
-    model = MLP(input_dim=10, hidden_sizes=[16, 8], num_classes=2)
+    model = MLP(input_dim=10, hidden_sizes=[16], num_classes=2)  # as text_args trains it
     with pytest.raises(
         CheckpointError,
         match=r"net\.0\.weight has shape \(16, 28\), the model built for this data has \(16, 10\)"
