@@ -12,7 +12,6 @@ PostTrainingQuantization callback measures it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
-from benchmarks.quantization import sparse_rows, text_mlp
+from benchmarks.quantization import run_both_models
 from quantization import METHODS, Artifact, QuantizationData, quantize
-from quantization.machine import describe, machine_info
 from quantization.measure import Batch, MeasureSettings, compare_to_baseline, latency_inputs, measure_artifact
 from quantization.methods._onnx_matmul import gemms_to_matmuls, linear_gemms
 from quantization.onnx_runtime import export_onnx
@@ -105,23 +103,7 @@ def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
-    parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per variant and batch size")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="latency batch sizes")
-    args = parser.parse_args()
-    settings = MeasureSettings(tuple(args.batch_sizes), args.num_threads, args.min_run_time_s)
-    print(f"Measured on: {describe(machine_info())}")
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    benchmark("Text MLP 5000-512-256-128-64-2", text_mlp(), sparse_rows(512, 5000, generator), 2, settings)
-    benchmark(
-        "Logistic regression 784-10",
-        nn.Linear(784, 10).eval(),
-        torch.randn(512, 784, generator=generator),
-        10,
-        settings,
-    )
+    run_both_models(__doc__.splitlines()[0], benchmark)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from quantization import METHODS, QuantizationData
+from quantization.machine import describe, machine_info
 from quantization.measure import MeasureSettings, measure_methods
 from quantization.report import markdown_table
 
@@ -56,23 +58,30 @@ def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, s
         print(f"fastest int8 at batch 1: {fastest['method']}, {fastest['speedup']['1']:.2f}x torch fp32 eager")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_both_models(description: str, bench: Callable[..., None]) -> None:
+    """Parse the shared flags and run ``bench(name, net, features, classes, settings)`` on the text MLP and on
+    the logistic regression (random weights; the same inputs in every benchmark script)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per method and batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="latency batch sizes")
     args = parser.parse_args()
     settings = MeasureSettings(tuple(args.batch_sizes), args.num_threads, args.min_run_time_s)
+    print(f"Measured on: {describe(machine_info())}")
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    benchmark("Text MLP 5000-512-256-128-64-2", text_mlp(), sparse_rows(512, 5000, generator), 2, settings)
-    benchmark(
+    bench("Text MLP 5000-512-256-128-64-2", text_mlp(), sparse_rows(512, 5000, generator), 2, settings)
+    bench(
         "Logistic regression 784-10",
         nn.Linear(784, 10).eval(),
         torch.randn(512, 784, generator=generator),
         10,
         settings,
     )
+
+
+def main() -> None:
+    run_both_models(__doc__.splitlines()[0], benchmark)
 
 
 if __name__ == "__main__":
