@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
-from quantization import METHODS, QuantizationData
+from quantization import QuantizationData, default_methods
 from quantization.machine import describe, machine_info
 from quantization.measure import MeasureSettings, measure_methods
 from quantization.report import markdown_table
@@ -47,7 +47,7 @@ def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, s
     batches = [(features[i : i + 256], labels[i : i + 256]) for i in range(0, len(features), 256)]
     data = QuantizationData(example=features[:1], calibration=[features[i : i + 64] for i in range(0, 256, 64)])
     start = time.perf_counter()
-    rows, _ = measure_methods(net, dict.fromkeys(METHODS), batches, data, settings)
+    rows, _ = measure_methods(net, dict.fromkeys(default_methods()), batches, data, settings)
     seconds = time.perf_counter() - start
     print(f"\n## {name}: {len(rows)} methods measured in {seconds:.1f} s\n")
     print(markdown_table(rows))

@@ -17,7 +17,16 @@ from torch import nn
 
 from quantization import methods  # noqa: F401  (importing it registers every method)
 from quantization.artifacts import load_artifact, save_artifact
-from quantization.registry import BASELINE, METHODS, Artifact, Method, QuantizationData, Runner, check_methods
+from quantization.registry import (
+    BASELINE,
+    METHODS,
+    Artifact,
+    Method,
+    QuantizationData,
+    Runner,
+    check_methods,
+    default_methods,
+)
 from quantization.swap import refusals
 
 __all__ = [
@@ -29,6 +38,7 @@ __all__ = [
     "Runner",
     "check_methods",
     "check_quantizable",
+    "default_methods",
     "load_artifact",
     "quantize",
     "save_artifact",

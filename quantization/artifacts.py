@@ -18,8 +18,8 @@ from storage.atomic import atomic_write
 
 
 def save_artifact(artifact: Artifact, folder: str | os.PathLike) -> Path:
-    """Write ``artifact`` as ``<folder>/<method><suffix>``; return its path."""
-    return atomic_write(Path(folder) / f"{artifact.method}{artifact.suffix}", artifact.data)
+    """Write ``artifact`` as ``<folder>/<label><suffix>`` (its row name, e.g. ``int3_weight_only+qat.pt``)."""
+    return atomic_write(Path(folder) / f"{artifact.label}{artifact.suffix}", artifact.data)
 
 
 def load_artifact(path: str | os.PathLike, model: nn.Module | None = None, num_threads: int = 1) -> Runner:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,38 @@ class MeasureSettings:
     latency_batch_sizes: tuple[int, ...] = (1, 256)
     num_threads: int = 1
     min_run_time_s: float = 0.2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One report row: a registered method with its settings, applied to a model.
+
+    Args:
+        method: The registry name.
+        settings: The method's settings dataclass; ``None``: its defaults.
+        name: The row's name when it is not the method's, e.g. ``int3_weight_only+qat``.
+        model: The fp32 model to quantize when it is not the report's (e.g. weights trained with QAT).
+        info: Extra row fields (plain data), e.g. ``{"qat_epochs": 10}``.
+    """
+
+    method: str
+    settings: Any = None
+    name: str | None = None
+    model: nn.Module | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+def as_candidates(methods: Mapping[str, Any] | Sequence[Candidate]) -> list[Candidate]:
+    """Rows to measure, the fp32 baseline first; a mapping is ``{method: settings}``."""
+    if isinstance(methods, Mapping):
+        methods = [Candidate(name, settings) for name, settings in methods.items()]
+    check_methods([c.method for c in methods])  # names known
+    baseline = [c for c in methods if c.label == BASELINE] or [Candidate(BASELINE)]
+    return baseline[:1] + [c for c in methods if c.label != BASELINE]
 
 
 def time_calls(runner: Runner, x: torch.Tensor, num_threads: int, min_run_time_s: float) -> dict[str, float]:
@@ -105,8 +137,9 @@ def measure_artifact(
     predictions, accuracy = predict(runner, batches)
     latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
     row = {
-        "method": artifact.method,
-        "artifact": f"{artifact.method}{artifact.suffix}",
+        "method": artifact.label,
+        "base_method": artifact.method,
+        "artifact": f"{artifact.label}{artifact.suffix}",
         "size_bytes": artifact.size_bytes,
         "accuracy": accuracy,
         "latency_ms": latency,
@@ -133,7 +166,7 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
 
 def measure_methods(
     model: nn.Module,
-    methods: Mapping[str, Any],
+    methods: Mapping[str, Any] | Sequence[Candidate],
     batches: Sequence[Batch],
     data: QuantizationData,
     settings: MeasureSettings,
@@ -142,23 +175,27 @@ def measure_methods(
 
     Args:
         model: The fp32 ``nn.Module`` (logits out), in eval mode.
-        methods: Registry name -> that method's settings; fp32 is added as the baseline.
+        methods: Registry name -> that method's settings, or :class:`Candidate` rows (a row may bring its
+            own model, e.g. QAT weights); fp32 is added as the baseline.
         batches: Evaluation batches, the same for every method (latency inputs are dense).
         data: The example batch and calibration batches the methods may use.
         settings: Latency batch sizes, threads and run time.
 
     Returns:
-        The report rows, in method order, and the artifacts they were measured from.
+        The report rows, in order, and the artifacts they were measured from.
     """
     inputs = latency_inputs(first_rows(batches, max(settings.latency_batch_sizes)), settings.latency_batch_sizes)
     rows, artifacts = [], []
     baseline, baseline_predictions = {}, torch.empty(0)
-    for method in check_methods(list(methods)):
-        method_settings = methods.get(method) or METHODS[method].make_settings()
-        artifact = METHODS[method].quantize(model, method_settings, data)
-        row, predictions = measure_artifact(artifact, model, batches, inputs, settings)
+    for candidate in as_candidates(methods):
+        method_settings = candidate.settings or METHODS[candidate.method].make_settings()
+        source = candidate.model if candidate.model is not None else model
+        artifact = METHODS[candidate.method].quantize(source, method_settings, data)
+        artifact = dataclasses.replace(artifact, name=candidate.name)
+        row, predictions = measure_artifact(artifact, source, batches, inputs, settings)
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
-        if method == BASELINE:
+        row |= dict(candidate.info)
+        if candidate.label == BASELINE:
             baseline, baseline_predictions = row, predictions
         agreement = float((predictions == baseline_predictions).float().mean())
         rows.append(compare_to_baseline(row, baseline, agreement))

@@ -2,7 +2,8 @@
 
 The export traces the model's own ``forward`` on an example batch (dense), so any architecture
 the exporter supports goes through; the artifact is the ``.onnx`` file itself and runs with a
-fixed intra-op thread count, like torch.
+fixed intra-op thread count, like torch. :func:`linear_nodes` finds the graph nodes of each
+``nn.Linear``, so a method can leave the layers of ``QuantizationData.keep_fp32`` unquantized.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ import copy
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
 from quantization.registry import Artifact, Method, QuantizationData
+from quantization.swap import check_keep_fp32
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 OPSET = 17
+# The ops the exporter writes for ``nn.Linear``: ``Gemm`` on a (B, in) input, ``MatMul`` (+ ``Add``) on more dims.
+LINEAR_OPS = ("Gemm", "MatMul")
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -46,6 +51,43 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
     return buffer.getvalue()
+
+
+def _export_scope(layer: str) -> str:
+    """The TorchScript exporter's node-name prefix for the module ``layer``: ``a.b`` -> ``/a/a.b/``."""
+    parts = layer.split(".") if layer else []
+    return "/" + "".join(f"{'.'.join(parts[: i + 1])}/" for i in range(len(parts)))
+
+
+def linear_nodes(graph: onnx.GraphProto, layers: Collection[str]) -> dict[str, list[str]]:
+    """The names of the ``Gemm``/``MatMul`` nodes that compute each ``nn.Linear`` of ``layers``, in an exported graph.
+
+    A node belongs to ``layer`` when it reads the initializer ``{layer}.weight`` (the exporter names
+    parameters by their ``state_dict`` keys) or sits directly in the layer's export scope (``/a/a.b/Gemm``:
+    the weight is renamed where it is folded, e.g. transposed for a ``MatMul``). Raises ``RuntimeError``
+    naming a layer with no node, rather than quantize a layer the caller asked to keep.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2)))
+    >>> graph = onnx.load_from_string(export_onnx(net, torch.zeros(1, 8))).graph
+    >>> linear_nodes(graph, ["0", "2.0"])
+    {'0': ['/0/Gemm'], '2.0': ['/2/2.0/Gemm']}
+    """
+    found: dict[str, list[str]] = {}
+    for layer in layers:
+        weight, scope = f"{layer}.weight" if layer else "weight", _export_scope(layer)
+        found[layer] = [
+            node.name
+            for node in graph.node
+            if node.op_type in LINEAR_OPS
+            and (node.input[1] == weight or (node.name.startswith(scope) and "/" not in node.name[len(scope) :]))
+        ]
+        if not found[layer]:
+            raise RuntimeError(
+                f"Found no ONNX node of nn.Linear {layer!r} in the exported graph (a Gemm/MatMul reading "
+                f"{weight!r} or named {scope}...): it cannot be kept in fp32 by an ONNX method; use a torch method."
+            )
+    return found
 
 
 def dense(x: torch.Tensor) -> torch.Tensor:
@@ -111,13 +153,19 @@ def onnx_method(
 ) -> Method:
     """A :class:`Method` whose artifact is an ``.onnx`` file.
 
-    ``convert(fp32_onnx_bytes, settings, data)`` returns the quantized file's bytes and its info.
+    ``convert(fp32_onnx_bytes, settings, data, keep_nodes)`` returns the quantized file's bytes and its
+    info; ``keep_nodes`` names the graph nodes of the ``data.keep_fp32`` layers, which it leaves fp32.
     """
 
     def quantize(model: nn.Module, method_settings, data: QuantizationData) -> Artifact:
         if needs_calibration and not data.calibration:
             raise ValueError(f"Method `{name}` needs calibration batches; got none (`calibration_batches` 0?).")
-        onnx_model, info = convert(export_onnx(model, data.example), method_settings, data)
+        check_keep_fp32(model, data.keep_fp32)
+        fp32 = export_onnx(model, data.example)
+        kept = linear_nodes(onnx.load_from_string(fp32).graph, sorted(data.keep_fp32)) if data.keep_fp32 else {}
+        onnx_model, info = convert(fp32, method_settings, data, [node for nodes in kept.values() for node in nodes])
+        if data.keep_fp32:
+            info["kept_fp32_layers"] = len(data.keep_fp32)
         return Artifact(name, onnx_model, ".onnx", info)
 
     def load(data: bytes, model: nn.Module | None, num_threads: int) -> OrtRunner:

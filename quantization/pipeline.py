@@ -14,14 +14,14 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from quantization.artifacts import save_artifact
-from quantization.measure import Batch, MeasureSettings, measure_methods
+from quantization.measure import Batch, Candidate, MeasureSettings, measure_methods
 from quantization.registry import QuantizationData
 from quantization.report import log_tensorboard, write_report
 
 
 def quantization_report(
     model: nn.Module,
-    methods: Mapping[str, Any],
+    methods: Mapping[str, Any] | Sequence[Candidate],
     batches: Sequence[Batch],
     data: QuantizationData,
     folder: Path,
@@ -33,7 +33,8 @@ def quantization_report(
 
     Args:
         model: The fp32 model, in eval mode.
-        methods: Registry name -> the method's settings (fp32 is always measured first).
+        methods: Registry name -> the method's settings, or report rows (:class:`Candidate`); fp32 is
+            always measured first.
         batches: Evaluation batches (the test split), the same for every method.
         data: Example and calibration batches the methods may use.
         folder: Where the artifacts and reports go.

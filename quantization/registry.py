@@ -27,10 +27,13 @@ class QuantizationData:
     Args:
         example: A dense input batch, ``(B, input_dim)``: export shapes and dtypes come from it.
         calibration: Dense training batches that static methods calibrate on.
+        keep_fp32: Qualified names of ``nn.Linear`` layers (as ``swap.linear_layers`` names them) that the
+            method leaves in fp32: stored and run as plain fp32 Linear layers, everything else quantized.
     """
 
     example: torch.Tensor
     calibration: list[torch.Tensor] = field(default_factory=list)
+    keep_fp32: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,23 @@ class Artifact:
         data: The exact bytes written to disk (their length is the reported size).
         suffix: ``.pt`` (weights-only torch payload) or ``.onnx``.
         info: Method-specific figures, e.g. ``saturated_fraction``.
+        name: The report row (and file name) when it differs from ``method``, e.g. ``int3_weight_only+qat``.
     """
 
     method: str
     data: bytes
     suffix: str
     info: dict[str, float] = field(default_factory=dict)
+    name: str | None = None
 
     @property
     def size_bytes(self) -> int:
         return len(self.data)
+
+    @property
+    def label(self) -> str:
+        """The row and file name: ``name``, else ``method``."""
+        return self.name or self.method
 
 
 class Runner(Protocol):
@@ -80,6 +90,9 @@ class Method:
         summary: One line for reports and ``--help``: what it does.
         max_relative_error: The largest ``|logit - fp32 logit| / max |fp32 logit|`` its arithmetic allows on
             a small two-layer net (rounding to a step ``s`` errs by at most ``s/2``; see each method).
+        fake_quantize: ``(weight, settings) -> weight`` as the artifact will hold it, differentiable
+            (straight-through): set by methods that quantization-aware training can target.
+        in_default_sweep: Whether ``methods: null`` (every method) runs it.
     """
 
     name: str
@@ -91,6 +104,8 @@ class Method:
     refuses: Callable[[str, nn.Module], str | None] | None = None
     summary: str = ""
     max_relative_error: float = 0.0
+    fake_quantize: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
+    in_default_sweep: bool = True
 
     def make_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The settings dataclass from plain values, refusing unknown keys in one line."""
@@ -112,6 +127,11 @@ def register(method: Method) -> Method:
         raise ValueError(f"Method {method.name!r} is registered twice.")
     METHODS[method.name] = method
     return method
+
+
+def default_methods() -> list[str]:
+    """The methods ``methods: null`` runs: every registered one that sweeps by default."""
+    return [name for name, method in METHODS.items() if method.in_default_sweep]
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:

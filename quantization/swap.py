@@ -7,7 +7,7 @@ norms, embeddings and custom ``forward`` code run unchanged, in fp32, around the
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from torch import nn
 
@@ -19,6 +19,25 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     ['0', '2']
     """
     return {name: module for name, module in model.named_modules() if type(module) is nn.Linear}
+
+
+def check_keep_fp32(model: nn.Module, keep_fp32: Collection[str]) -> None:
+    """Refuse, in one line, a ``keep_fp32`` name that is not an ``nn.Linear`` of ``model``.
+
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> check_keep_fp32(net, frozenset({"2"}))
+    >>> check_keep_fp32(net, frozenset({"1"}))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `keep_fp32` to name nn.Linear layers of the model ('0', '2'), got '1'.
+    """
+    if isinstance(keep_fp32, str):  # a bare name would be read as a set of characters
+        raise ValueError(f"Expected `keep_fp32` to be a set of layer names, got the string {keep_fp32!r}.")
+    valid = list(linear_layers(model))
+    unknown = sorted(set(keep_fp32) - set(valid))
+    if unknown:
+        names = ", ".join(map(repr, valid))
+        raise ValueError(f"Expected `keep_fp32` to name nn.Linear layers of the model ({names}), got {unknown[0]!r}.")
 
 
 def swap_linears(model: nn.Module, replace: Callable[[str, nn.Linear], nn.Module]) -> nn.Module:

@@ -2,9 +2,10 @@
 
 The file is a weights-only payload (``torch.load(weights_only=True)``, no code is unpickled):
 ``{format, method, settings, layers: {name: spec}, state: {name.tensor: tensor}, rest, architecture}``.
-Loading swaps the decoded layers into a copy of the model the artifact came from; a plain
-``nn.Sequential`` of Linear layers and activations is also described in ``architecture``, so it
-loads with no model at hand.
+A layer named in ``QuantizationData.keep_fp32`` is stored as a plain fp32 Linear (``kept_fp32`` in its
+spec) and loads back as one. Loading swaps the decoded layers into a copy of the model the artifact
+came from; a plain ``nn.Sequential`` of Linear layers and activations is also described in
+``architecture``, so it loads with no model at hand.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from quantization.registry import Artifact, Method, QuantizationData
-from quantization.swap import linear_layers, swap_linears
+from quantization.swap import check_keep_fp32, linear_layers, swap_linears
 
 FORMAT = "quantlight-linear-v2"
 # Weightless layers a flat artifact can rebuild by name. Dropout is the identity at inference.
@@ -50,17 +51,41 @@ class LinearCodec:
     input_dtype: torch.dtype = torch.float32
 
 
-def encode_model(model: nn.Module, method: str, codec: LinearCodec, settings: Any) -> Artifact:
-    """Encode every ``nn.Linear`` of a read-only ``model`` with ``codec``; other tensors stay fp32.
+def _encode_fp32(linear: nn.Linear, settings: Any) -> Encoded:
+    tensors = {"weight": linear.weight.detach().float().clone()}
+    if linear.bias is not None:
+        tensors["bias"] = linear.bias.detach().float().clone()
+    return tensors, {}, {}
+
+
+def _decode_fp32(tensors: dict[str, torch.Tensor], spec: dict[str, Any]) -> nn.Module:
+    layer = nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
+    layer.load_state_dict(tensors)
+    return layer
+
+
+# The trained weights as they are: the fp32 method's codec, and every method's for a kept layer.
+FP32_CODEC = LinearCodec(_encode_fp32, _decode_fp32)
+
+
+def encode_model(
+    model: nn.Module, method: str, codec: LinearCodec, settings: Any, keep_fp32: frozenset[str] = frozenset()
+) -> Artifact:
+    """Encode every ``nn.Linear`` of a read-only ``model`` with ``codec`` but those in ``keep_fp32``; other
+    tensors stay fp32.
 
     Written with torch's compact (non-zip) serializer, so a 32 KB model is not dominated by
-    container overhead. ``info["saturated_fraction"]`` sums the codec's ``saturated``/``quantized``.
+    container overhead. ``info["saturated_fraction"]`` sums the codec's ``saturated``/``quantized``
+    over the quantized layers; ``info["kept_fp32_layers"]`` counts the kept ones (when there are any).
     """
+    check_keep_fp32(model, keep_fp32)
     layers: dict[str, dict[str, Any]] = {}
     state: dict[str, torch.Tensor] = {}
     totals: dict[str, int] = {}
     for name, linear in linear_layers(model).items():
-        tensors, extra, stats = codec.encode(linear, settings)
+        kept = name in keep_fp32
+        tensors, extra, stats = (FP32_CODEC if kept else codec).encode(linear, settings)
+        extra = {"kept_fp32": True} if kept else extra
         layers[name] = {"in_features": linear.in_features, "out_features": linear.out_features}
         layers[name] |= {"bias": linear.bias is not None, **extra}
         state |= {f"{name}.{key}": tensor.detach().cpu().contiguous() for key, tensor in tensors.items()}
@@ -72,6 +97,8 @@ def encode_model(model: nn.Module, method: str, codec: LinearCodec, settings: An
     buffer = io.BytesIO()
     torch.save(payload, buffer, _use_new_zipfile_serialization=False)
     info = {"saturated_fraction": totals["saturated"] / totals["quantized"]} if "quantized" in totals else {}
+    if keep_fp32:
+        info["kept_fp32_layers"] = len(keep_fp32)
     return Artifact(method, buffer.getvalue(), ".pt", info)
 
 
@@ -108,7 +135,7 @@ def _decode_payload(payload: dict[str, Any], codec: LinearCodec, model: nn.Modul
     def decode(name: str, _: nn.Linear) -> nn.Module:
         prefix = f"{name}."
         tensors = {key.removeprefix(prefix): t for key, t in state.items() if key.startswith(prefix)}
-        return codec.decode(tensors, layers[name])
+        return (FP32_CODEC if layers[name].get("kept_fp32") else codec).decode(tensors, layers[name])
 
     missing = sorted(set(layers) - set(linear_layers(model)))
     if missing:
@@ -179,18 +206,29 @@ def torch_method(
     summary: str,
     max_relative_error: float,
     refuses: Callable[[str, nn.Module], str | None] | None = None,
+    fake_quantize: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> Method:
     """A :class:`Method` whose artifact is :func:`encode_model`'s ``.pt`` payload."""
 
     def quantize(model: nn.Module, method_settings: Any, data: QuantizationData) -> Artifact:
-        return encode_model(model, name, codec, method_settings)
+        return encode_model(model, name, codec, method_settings, data.keep_fp32)
 
     def load(data: bytes, model: nn.Module | None, num_threads: int) -> TorchRunner:
-        # A plain stack runs in the codec's dtype throughout; other layers (norms, ...) need fp32 in.
+        # A plain stack runs in the codec's dtype throughout; other layers (norms, kept fp32 Linear
+        # layers, ...) need fp32 in.
         payload = read_payload(data)
         flat = payload["architecture"] is not None
+        flat = flat and not any(spec.get("kept_fp32") for spec in payload["layers"].values())
         return TorchRunner(_decode_payload(payload, codec, model), codec.input_dtype if flat else torch.float32)
 
     return Method(
-        name, settings, quantize, load, ".pt", refuses=refuses, summary=summary, max_relative_error=max_relative_error
+        name,
+        settings,
+        quantize,
+        load,
+        ".pt",
+        refuses=refuses,
+        summary=summary,
+        max_relative_error=max_relative_error,
+        fake_quantize=fake_quantize,
     )

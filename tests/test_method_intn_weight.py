@@ -16,6 +16,7 @@ from quantization.methods._packing import pack, packed_bytes, unpack
 
 INTN = {"int4_weight_only": 4, "int3_weight_only": 3, "int2_weight_only": 2}
 GROUPS = [None, 8, 16, 32, 128]
+SCALES = ["absmax", "mse", "fixed"]
 
 
 def linear(in_features: int, out_features: int, seed: int = 0) -> nn.Linear:
@@ -74,12 +75,16 @@ def test_packing_refuses_what_it_cannot_store(call, match):
 @pytest.mark.parametrize("method", list(INTN), ids=list(INTN))
 @pytest.mark.parametrize("group_size", GROUPS, ids=[f"g{g}" for g in GROUPS])
 @pytest.mark.parametrize("in_features", [64, 100], ids=["in64", "in100"])  # 100: no group size divides it
-def test_artifact_weights_equal_fake_quantize_bit_for_bit(method, group_size, in_features):
+@pytest.mark.parametrize("scale", SCALES)
+def test_artifact_weights_equal_fake_quantize_bit_for_bit(method, group_size, in_features, scale):
     layer = linear(in_features, 7)
-    artifact = quantize(layer, method, QuantizationData(torch.zeros(1, in_features)), {"group_size": group_size})
+    settings = {"group_size": group_size, "scale": scale, "fixed_exponent": 4}
+    artifact = quantize(layer, method, QuantizationData(torch.zeros(1, in_features)), settings)
     loaded = loaded_layer(artifact.data, method)
-    expected = fake_quantize(layer.weight, INTN[method], group_size)
+    expected = fake_quantize(layer.weight, INTN[method], group_size, scale, fixed_exponent=4)
     assert torch.equal(loaded.weight, expected)
+    # what quantization-aware training trains through is the same function of the same settings
+    assert torch.equal(METHODS[method].fake_quantize(layer.weight, METHODS[method].make_settings(settings)), expected)
     x = torch.randn(5, in_features)
     assert torch.equal(
         METHODS[method].load(artifact.data, None, 1).logits(x), nn.functional.linear(x, expected, layer.bias)
@@ -150,7 +155,8 @@ def test_group_size_is_validated(method, group_size, match):
 
 
 def test_unknown_setting_is_refused():
-    with pytest.raises(ValueError, match=r"Expected `settings.int4_weight_only` keys in \(group_size\), got 'bits'"):
+    keys = r"\(fixed_exponent, group_size, scale\)"
+    with pytest.raises(ValueError, match=rf"Expected `settings.int4_weight_only` keys in {keys}, got 'bits'"):
         quantize(linear(64, 4), "int4_weight_only", QuantizationData(torch.zeros(1, 64)), {"bits": 3})
 
 
@@ -161,7 +167,8 @@ def test_artifact_is_plain_data_and_loads_without_the_model(method, tmp_path):
     artifact = quantize(net, method, QuantizationData(torch.zeros(1, 30)))
     path = save_artifact(artifact, tmp_path)
     payload = torch.load(path, weights_only=True)  # no code unpickled
-    assert payload["settings"] == {"group_size": METHODS[method].settings().group_size}
+    group_size = METHODS[method].settings().group_size
+    assert payload["settings"] == {"group_size": group_size, "scale": "absmax", "fixed_exponent": 7}
     assert (payload["layers"]["0"]["bits"], payload["layers"]["0"]["group_size"]) == (
         INTN[method],
         32 if method != "int2_weight_only" else 16,
@@ -198,3 +205,60 @@ def test_int4_in_groups_of_32_is_over_six_and_a_half_times_smaller_on_the_text_m
     net, data = nn.Sequential(*layers).eval(), QuantizationData(torch.zeros(1, 5000))
     ratio = quantize(net, "fp32", data).size_bytes / quantize(net, "int4_weight_only", data).size_bytes
     assert ratio >= 6.5  # 4 bits + 16/32 bits of scale per weight: 32 / 4.5 = 7.1x at most
+
+
+@pytest.mark.parametrize("bits", range(2, 9), ids=lambda b: f"{b}bit")
+def test_any_width_from_2_to_8_bits(bits, tmp_path):
+    layer, data = linear(100, 6), QuantizationData(torch.zeros(1, 100))
+    settings = {"bits": bits, "group_size": 16, "scale": "mse"}
+    artifact = quantize(layer, "intn_weight_only", data, settings)
+    assert torch.equal(
+        loaded_layer(artifact.data, "intn_weight_only").weight, fake_quantize(layer.weight, bits, 16, "mse")
+    )
+    payload = torch.load(save_artifact(artifact, tmp_path), weights_only=True)
+    assert payload["state"][".packed"].numel() == math.ceil(600 * bits / 8)  # densely packed, whatever the width
+    preset = {2: "int2_weight_only", 3: "int3_weight_only", 4: "int4_weight_only"}.get(bits)
+    if preset:  # the presets are this method at their width
+        same = quantize(layer, preset, data, {"group_size": 16, "scale": "mse"})
+        assert torch.equal(
+            loaded_layer(same.data, preset).weight, loaded_layer(artifact.data, "intn_weight_only").weight
+        )
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8], ids=lambda b: f"{b}bit")
+@pytest.mark.parametrize("group_size", [None, 16], ids=["channel", "g16"])
+def test_mse_scales_never_err_more_than_absmax(bits, group_size):
+    weight = linear(200, 16).weight.detach() * torch.logspace(-2, 1, 16).unsqueeze(1)
+    weight[:, 0] *= 6  # an outlier column: absmax wastes the grid on it
+    error = {
+        rule: (fake_quantize(weight, bits, group_size, rule) - weight).square().sum(1) for rule in ("absmax", "mse")
+    }
+    assert bool((error["mse"] <= error["absmax"]).all())  # absmax is one of the ratios searched
+    if bits <= 3 and group_size is None:  # a 6x outlier sets each row's absmax: half the step or less is better
+        assert float(error["mse"].sum()) < 0.8 * float(error["absmax"].sum())
+
+
+def test_fixed_scale_is_one_step_everywhere_and_reports_saturation():
+    layer = nn.Linear(4, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -0.2, 0.9, 0.05], [0.0, 0.3, -0.3, 0.12]]))
+    settings = {"bits": 4, "group_size": None, "scale": "fixed", "fixed_exponent": 4}  # step 1/16, codes -7..7
+    artifact = quantize(layer, "intn_weight_only", QuantizationData(torch.zeros(1, 4)), settings)
+    expected = torch.tensor([[2, -3, 7, 1], [0, 5, -5, 2]]) / 16  # 0.9 saturates at 7/16; ties round to even
+    assert torch.equal(loaded_layer(artifact.data, "intn_weight_only").weight, expected)
+    assert artifact.info["saturated_fraction"] == 1 / 8
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"bits": 1}, r"`settings.intn_weight_only.bits` an integer in \[2, 8\], got 1"),
+        ({"bits": 9}, r"got 9"),
+        ({"scale": "minmax"}, r"`settings.intn_weight_only.scale` in \(absmax, mse, fixed\), got 'minmax'"),
+        ({"fixed_exponent": 15}, r"`settings.intn_weight_only.fixed_exponent` in \[0, 14\], got 15"),
+    ],
+    ids=["bits1", "bits9", "scale", "exponent"],
+)
+def test_intn_settings_are_validated(settings, match):
+    with pytest.raises(ValueError, match=match):
+        quantize(linear(64, 4), "intn_weight_only", QuantizationData(torch.zeros(1, 64)), settings)

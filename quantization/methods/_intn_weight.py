@@ -1,6 +1,11 @@
 """The 2-8 bit weight-only family: symmetric integer weights, one bf16 scale per output channel or per
 group of input columns, packed densely (``_packing``), dequantized once when the artifact loads.
 
+Three scale rules: ``absmax`` (the largest weight lands on the top code, nothing clips), ``mse`` (the
+clipping ratio of absmax, searched per row or group, that minimizes the squared rounding error: at 2-3
+bits clipping a few outliers buys a finer step for all the others) and ``fixed`` (the seed's rule, one
+step ``2**-fixed_exponent`` for every layer, nothing learned from the weights).
+
 :func:`fake_quantize` is the whole arithmetic, as a pure differentiable function: the artifact's
 dequantized weights equal it bit for bit, and quantization-aware training reuses it unchanged.
 """
@@ -8,7 +13,9 @@ dequantized weights equal it bit for bit, and quantization-aware training reuses
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -19,6 +26,41 @@ from quantization.torch_artifact import Encoded, LinearCodec
 
 MIN_GROUP_SIZE = 8  # bf16 scales cost 16/group_size bits per weight: 2 at 8, more below
 _TINY = 1e-12  # an all-zero row or group still gets a usable (positive) scale
+# Clipping ratios of absmax tried by the ``mse`` rule, absmax first (kept on ties). Below 0.3 even
+# 2-bit rows lose more to clipping than they win: the MSE optimum of trained MNIST and tweets rows
+# lies in 0.45-0.95.
+MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(15))  # 1.0, 0.95, ..., 0.3
+ScaleRule = Literal["absmax", "mse", "fixed"]
+
+
+@dataclass(frozen=True)
+class IntNSettings:
+    """Settings every method of the family shares (each method's file sets its own defaults).
+
+    Args:
+        group_size: Input columns per scale (the last group of a row takes what is left); ``None``: one
+            scale per output channel.
+        scale: ``absmax`` (nothing clips), ``mse`` (clipping searched per row/group for the least
+            squared error) or ``fixed`` (the step ``2**-fixed_exponent`` everywhere, as the seed's int8).
+        fixed_exponent: The ``fixed`` rule's step is ``2**-fixed_exponent``; weights past
+            ``levels * step`` saturate (the report gives the share).
+    """
+
+    METHOD: ClassVar[str] = "intn_weight_only"
+    group_size: int | None = 32
+    scale: ScaleRule = "absmax"
+    fixed_exponent: int = 7
+
+    def __post_init__(self) -> None:
+        check_group_size(self.METHOD, self.group_size)
+        if self.scale not in ("absmax", "mse", "fixed"):
+            raise ValueError(f"Expected `settings.{self.METHOD}.scale` in (absmax, mse, fixed), got {self.scale!r}.")
+        if isinstance(self.fixed_exponent, bool) or not isinstance(self.fixed_exponent, int):
+            raise ValueError(
+                f"Expected `settings.{self.METHOD}.fixed_exponent` an integer, got {self.fixed_exponent!r}."
+            )
+        if not 0 <= self.fixed_exponent <= 14:
+            raise ValueError(f"Expected `settings.{self.METHOD}.fixed_exponent` in [0, 14], got {self.fixed_exponent}.")
 
 
 def levels(bits: int) -> int:
@@ -41,8 +83,20 @@ def check_group_size(method: str, group_size: int | None) -> None:
         )
 
 
-def group_scales(weight: torch.Tensor, bits: int, group_size: int | None) -> torch.Tensor:
-    """One scale ``absmax / levels(bits)`` per row (``group_size=None``) or per ``group_size`` input columns.
+def grouped(weight: torch.Tensor, group_size: int | None) -> torch.Tensor:
+    """``(out, in)`` -> ``(out, groups, size)`` detached fp32, the last group padded with zeros."""
+    out_features, in_features = weight.shape
+    size = in_features if group_size is None else group_size
+    groups = math.ceil(in_features / size)
+    return F.pad(weight.detach().float(), (0, groups * size - in_features)).view(out_features, groups, size)
+
+
+def group_scales(
+    weight: torch.Tensor, bits: int, group_size: int | None, scale: ScaleRule = "absmax", fixed_exponent: int = 7
+) -> torch.Tensor:
+    """One scale per row (``group_size=None``) or per ``group_size`` input columns, by ``scale`` rule.
+
+    ``absmax``: ``absmax / levels(bits)``; ``mse``: :func:`mse_scales`; ``fixed``: ``2**-fixed_exponent``.
 
     ``(out, in) -> (out, ceil(in / group_size))``, rounded to bf16: what the artifact stores (fp32's
     range, 8 significant bits; a 0.2 % scale error is nothing next to a 1/14 rounding step). The last
@@ -52,13 +106,40 @@ def group_scales(weight: torch.Tensor, bits: int, group_size: int | None) -> tor
 
     >>> group_scales(torch.tensor([[0.7, -1.4, 0.0, 0.35, 0.07]]), bits=4, group_size=2)
     tensor([[0.2002, 0.0500, 0.0100]], dtype=torch.bfloat16)
+    >>> group_scales(torch.tensor([[0.7, -1.4, 0.0, 0.35, 0.07]]), bits=4, group_size=2, scale="fixed")
+    tensor([[0.0078, 0.0078, 0.0078]], dtype=torch.bfloat16)
     """
-    out_features, in_features = weight.shape
-    size = in_features if group_size is None else group_size
-    groups = math.ceil(in_features / size)
-    padded = F.pad(weight.detach().float().abs(), (0, groups * size - in_features))  # (out, groups * size)
-    absmax = padded.view(out_features, groups, size).amax(dim=2)  # (out, groups)
-    return (absmax.clamp_min(_TINY) / levels(bits)).to(torch.bfloat16)
+    blocks = grouped(weight, group_size)  # (out, groups, size)
+    if scale == "fixed":
+        return torch.full(blocks.shape[:2], 2.0**-fixed_exponent, dtype=torch.bfloat16)
+    absmax = (blocks.abs().amax(dim=2).clamp_min(_TINY) / levels(bits)).to(torch.bfloat16)  # (out, groups)
+    return mse_scales(blocks, absmax, bits) if scale == "mse" else absmax
+
+
+def mse_scales(blocks: torch.Tensor, absmax: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per row/group, the scale ``ratio * absmax`` (ratios :data:`MSE_RATIOS`, rounded to bf16) whose
+    rounding leaves the least squared error; ``(out, groups, size)`` blocks, ``(out, groups)`` bf16 scales.
+
+    Deterministic (same weights, same scales), so the artifact and quantization-aware training agree.
+
+    >>> w = torch.tensor([[1.0, 0.5, -0.5, 0.4, 0.45, -0.5, 0.55, 0.5]])
+    >>> group_scales(w, bits=2, group_size=None, scale="absmax")  # every weight but 1.0 rounds to 0
+    tensor([[1.]], dtype=torch.bfloat16)
+    >>> group_scales(w, bits=2, group_size=None, scale="mse")  # 1.0 clips; the seven others land on +-1
+    tensor([[0.5508]], dtype=torch.bfloat16)
+    """
+    limit = levels(bits)
+    best, best_error = absmax, None
+    for ratio in MSE_RATIOS:
+        candidate = (absmax.float() * ratio).to(torch.bfloat16)  # (out, groups)
+        step = candidate.float().unsqueeze(2)  # (out, groups, 1)
+        error = (torch.round(blocks / step).clamp(-limit, limit) * step - blocks).square().sum(dim=2)
+        if best_error is None:
+            best_error = error
+            continue
+        better = error < best_error
+        best, best_error = torch.where(better, candidate, best), torch.where(better, error, best_error)
+    return best
 
 
 def column_scales(scales: torch.Tensor, group_size: int | None, in_features: int) -> torch.Tensor:
@@ -82,21 +163,26 @@ class _RoundClampSTE(torch.autograd.Function):
         return grad * inside, None
 
 
-def quantize_codes(weight: torch.Tensor, bits: int, group_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_codes(
+    weight: torch.Tensor, bits: int, group_size: int | None, scale: ScaleRule = "absmax", fixed_exponent: int = 7
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``q = clamp(round(w / s), -levels, levels)``: ``(out, in)`` float codes (differentiable, STE) and
     the ``(out, groups)`` bf16 scales ``s``."""
-    scales = group_scales(weight, bits, group_size)
+    scales = group_scales(weight, bits, group_size, scale, fixed_exponent)
     per_column = column_scales(scales, group_size, weight.shape[1])  # (out, in)
     return _RoundClampSTE.apply(weight.float() / per_column, levels(bits)), scales
 
 
-def fake_quantize(weight: torch.Tensor, bits: int, group_size: int | None) -> torch.Tensor:
+def fake_quantize(
+    weight: torch.Tensor, bits: int, group_size: int | None, scale: ScaleRule = "absmax", fixed_exponent: int = 7
+) -> torch.Tensor:
     """``(out, in)`` weights -> the ``(out, in)`` fp32 weights the artifact dequantizes to, bit for bit.
 
-    Symmetric: ``s = absmax / (2**(bits-1) - 1)`` per row or group (bf16), ``w_hat = clamp(round(w / s),
-    -levels, levels) * s``. Straight-through: ``d w_hat / d w`` is 1 (rounding passes the gradient, the
-    scale is a constant, and absmax scales clip nothing beyond half a step), so training through it sees
-    the quantized forward and an fp32 backward.
+    Symmetric: ``s = absmax / (2**(bits-1) - 1)`` per row or group (bf16; or the ``mse``/``fixed`` rule's
+    scale), ``w_hat = clamp(round(w / s), -levels, levels) * s``. Straight-through: ``d w_hat / d w`` is 1
+    where ``w`` lands on the grid (rounding passes the gradient, the scale is a constant) and 0 where it
+    clips (absmax scales clip nothing), so training through it sees the quantized forward and an fp32
+    backward.
 
     >>> w = torch.tensor([[0.7, -1.4, 0.0, 0.35, 0.07]], requires_grad=True)
     >>> fake_quantize(w, bits=2, group_size=None)
@@ -104,7 +190,7 @@ def fake_quantize(weight: torch.Tensor, bits: int, group_size: int | None) -> to
     >>> fake_quantize(w, bits=4, group_size=2).sum().backward(); w.grad
     tensor([[1., 1., 1., 1., 1.]])
     """
-    codes, scales = quantize_codes(weight, bits, group_size)
+    codes, scales = quantize_codes(weight, bits, group_size, scale, fixed_exponent)
     return codes * column_scales(scales, group_size, weight.shape[1])
 
 
@@ -165,15 +251,37 @@ class IntNWeightLinear(nn.Module):
         return f"in_features={in_features}, out_features={out_features}, bits={self.bits}, group_size={self.group_size}"
 
 
-def intn_codec(bits: int) -> LinearCodec:
-    """The codec of the ``bits``-bit method: stores ``packed`` (uint8), ``scale`` (bf16) and ``bias`` (fp32)."""
+def settings_bits(bits: int | None, settings: Any) -> int:
+    """The method's fixed width, or ``settings.bits`` for the method whose width is a setting."""
+    return settings.bits if bits is None else bits
+
+
+def intn_fake_quantizer(bits: int | None) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """``(weight, settings) -> fake-quantized weight`` of the ``bits``-bit method (``None``: ``settings.bits``):
+    what quantization-aware training trains through, equal bit for bit to the artifact's weights."""
+
+    def fake(weight: torch.Tensor, settings: Any) -> torch.Tensor:
+        width = settings_bits(bits, settings)
+        return fake_quantize(weight, width, settings.group_size, settings.scale, settings.fixed_exponent)
+
+    return fake
+
+
+def intn_codec(bits: int | None) -> LinearCodec:
+    """The codec of the ``bits``-bit method (``None``: ``settings.bits``): stores ``packed`` (uint8),
+    ``scale`` (bf16) and ``bias`` (fp32); counts the weights a ``fixed`` scale saturated."""
 
     def encode(linear: nn.Linear, settings: Any) -> Encoded:
-        codes, scales = quantize_codes(linear.weight.detach(), bits, settings.group_size)
-        tensors = {"packed": pack(codes.to(torch.int8), bits), "scale": scales}
+        width = settings_bits(bits, settings)
+        weight = linear.weight.detach()
+        codes, scales = quantize_codes(weight, width, settings.group_size, settings.scale, settings.fixed_exponent)
+        per_column = column_scales(scales, settings.group_size, weight.shape[1])
+        saturated = int((weight.float().abs() / per_column > levels(width) + 0.5).sum())
+        tensors = {"packed": pack(codes.to(torch.int8), width), "scale": scales}
         if linear.bias is not None:
             tensors["bias"] = linear.bias.detach().float().clone()
-        return tensors, {"bits": bits, "group_size": settings.group_size}, {}
+        spec = {"bits": width, "group_size": settings.group_size, "scale": settings.scale}
+        return tensors, spec, {"saturated": saturated, "quantized": weight.numel()}
 
     def decode(tensors: dict[str, torch.Tensor], spec: dict[str, Any]) -> nn.Module:
         shape = (spec["out_features"], spec["in_features"])

@@ -13,7 +13,7 @@ import onnx
 from onnxruntime.quantization import QuantType
 
 from quantization.int8_overflow import integer_matmuls, worst_pair_sum
-from quantization.onnx_runtime import quantizer_advice_dropped
+from quantization.onnx_runtime import LINEAR_OPS, quantizer_advice_dropped
 
 WeightType = Literal["int7", "uint8", "int8"]
 # weights -> (ONNX Runtime weight type, reduce_range). Activations are always uint8.
@@ -22,6 +22,11 @@ WEIGHT_TYPES: dict[str, tuple[QuantType, bool]] = {
     "uint8": (QuantType.QUInt8, False),  # u8 x u8 kernels widen to int16 first: exact
     "int8": (QuantType.QInt8, False),  # u8 x s8: vpmaddubsw saturates on AVX2 without VNNI
 }
+# As in every method, only nn.Linear layers are quantized; the rest (residual adds, norms, GELU's
+# arithmetic, embeddings) runs in fp32 as written. A Relu or Clip that follows a quantized layer is
+# folded into its output range at no cost (and left fp32 after a kept one). On a Linear/ReLU stack
+# the artifact is byte for byte ONNX Runtime's default.
+QUANTIZED_OPS = [*LINEAR_OPS, "Relu", "Clip"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,19 @@ class OnnxInt8Settings:
         """``quantize_dynamic`` / ``quantize_static`` keyword arguments for these weights."""
         weight_type, reduce_range = WEIGHT_TYPES[self.weights]
         return {"weight_type": weight_type, "reduce_range": reduce_range, "per_channel": self.per_channel}
+
+
+def ort_scope(keep_nodes: list[str]) -> dict[str, object]:
+    """``quantize_dynamic`` / ``quantize_static`` keyword arguments: quantize the Linear layers
+    (:data:`QUANTIZED_OPS`) but the nodes of the kept ones.
+
+    ``quantize_dynamic`` rewrites each ``Gemm`` ``n`` as ``MatMul`` ``n_MatMul`` (+ ``Add``) before it
+    excludes nodes by name, so both names are excluded.
+    """
+    return {
+        "op_types_to_quantize": QUANTIZED_OPS,
+        "nodes_to_exclude": [*keep_nodes, *(f"{n}_MatMul" for n in keep_nodes)],
+    }
 
 
 def quantize_onnx_file(fp32: bytes, quantize: Callable[[Path, Path], None]) -> tuple[bytes, dict[str, float]]:

@@ -9,23 +9,19 @@ pick int2 to go below 3 bits per weight (``group_size`` 32, 128 or null), knowin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from quantization.methods._intn_weight import check_group_size, intn_codec, relative_error_bound
+from quantization.methods._intn_weight import IntNSettings, intn_codec, intn_fake_quantizer, relative_error_bound
 from quantization.registry import register
 from quantization.torch_artifact import torch_method
 
 
 @dataclass(frozen=True)
-class Int2WeightOnlySettings:
-    """Args:
-    group_size: Input columns per scale (the last group of a row takes what is left); ``None``: one
-        scale per output channel.
-    """
+class Int2WeightOnlySettings(IntNSettings):
+    """The family's settings (``_intn_weight.IntNSettings``: ``group_size``, ``scale``, ``fixed_exponent``)."""
 
+    METHOD: ClassVar[str] = "int2_weight_only"
     group_size: int | None = 16
-
-    def __post_init__(self) -> None:
-        check_group_size("int2_weight_only", self.group_size)
 
 
 METHOD = register(
@@ -33,6 +29,7 @@ METHOD = register(
         "int2_weight_only",
         Int2WeightOnlySettings,
         intn_codec(bits=2),
+        fake_quantize=intn_fake_quantizer(bits=2),
         summary="2-bit weights packed four per byte, bf16 scales per 16 inputs; dequantized at load",
         max_relative_error=relative_error_bound(2),  # 2.1: codes -1, 0, 1 err 50 % RMS per layer on random weights
     )

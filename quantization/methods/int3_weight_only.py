@@ -8,23 +8,19 @@ groups of 16 do at a larger size; per channel loses 7 points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from quantization.methods._intn_weight import check_group_size, intn_codec, relative_error_bound
+from quantization.methods._intn_weight import IntNSettings, intn_codec, intn_fake_quantizer, relative_error_bound
 from quantization.registry import register
 from quantization.torch_artifact import torch_method
 
 
 @dataclass(frozen=True)
-class Int3WeightOnlySettings:
-    """Args:
-    group_size: Input columns per scale (the last group of a row takes what is left); ``None``: one
-        scale per output channel.
-    """
+class Int3WeightOnlySettings(IntNSettings):
+    """The family's settings (``_intn_weight.IntNSettings``: ``group_size``, ``scale``, ``fixed_exponent``)."""
 
+    METHOD: ClassVar[str] = "int3_weight_only"
     group_size: int | None = 32
-
-    def __post_init__(self) -> None:
-        check_group_size("int3_weight_only", self.group_size)
 
 
 METHOD = register(
@@ -32,6 +28,7 @@ METHOD = register(
         "int3_weight_only",
         Int3WeightOnlySettings,
         intn_codec(bits=3),
+        fake_quantize=intn_fake_quantizer(bits=3),
         summary="3-bit weights packed 8 in 3 bytes, bf16 scales per 32 inputs; dequantized at load",
         max_relative_error=relative_error_bound(3),  # 0.69: step absmax/3, 1/6 RMS error per layer (derived there)
     )

@@ -8,23 +8,19 @@ keep fp32's accuracy (92.68 vs 92.64 %) where per channel loses 0.3 points and g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from quantization.methods._intn_weight import check_group_size, intn_codec, relative_error_bound
+from quantization.methods._intn_weight import IntNSettings, intn_codec, intn_fake_quantizer, relative_error_bound
 from quantization.registry import register
 from quantization.torch_artifact import torch_method
 
 
 @dataclass(frozen=True)
-class Int4WeightOnlySettings:
-    """Args:
-    group_size: Input columns per scale (the last group of a row takes what is left); ``None``: one
-        scale per output channel.
-    """
+class Int4WeightOnlySettings(IntNSettings):
+    """The family's settings (``_intn_weight.IntNSettings``: ``group_size``, ``scale``, ``fixed_exponent``)."""
 
+    METHOD: ClassVar[str] = "int4_weight_only"
     group_size: int | None = 32
-
-    def __post_init__(self) -> None:
-        check_group_size("int4_weight_only", self.group_size)
 
 
 METHOD = register(
@@ -32,6 +28,7 @@ METHOD = register(
         "int4_weight_only",
         Int4WeightOnlySettings,
         intn_codec(bits=4),
+        fake_quantize=intn_fake_quantizer(bits=4),
         summary="4-bit weights packed two per byte, bf16 scales per 32 inputs; dequantized at load",
         max_relative_error=relative_error_bound(4),  # 0.30: step absmax/7, 1/14 RMS error per layer (derived there)
     )

@@ -7,10 +7,11 @@ default so the artifact is exact on every x86 CPU (see ``_onnx_int8``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from onnxruntime.quantization import quantize_dynamic
 
-from quantization.methods._onnx_int8 import OnnxInt8Settings, quantize_onnx_file
+from quantization.methods._onnx_int8 import OnnxInt8Settings, ort_scope, quantize_onnx_file
 from quantization.onnx_runtime import onnx_method
 from quantization.registry import QuantizationData, register
 
@@ -20,8 +21,13 @@ class OnnxDynamicInt8Settings(OnnxInt8Settings):
     __doc__ = OnnxInt8Settings.__doc__
 
 
-def _convert(fp32: bytes, settings: OnnxDynamicInt8Settings, data: QuantizationData) -> tuple[bytes, dict]:
-    return quantize_onnx_file(fp32, lambda source, target: quantize_dynamic(source, target, **settings.ort_weights))
+def _convert(
+    fp32: bytes, settings: OnnxDynamicInt8Settings, data: QuantizationData, keep_nodes: list[str]
+) -> tuple[bytes, dict]:
+    def quantize(source: Path, target: Path) -> None:
+        quantize_dynamic(source, target, **settings.ort_weights, **ort_scope(keep_nodes))
+
+    return quantize_onnx_file(fp32, quantize)
 
 
 METHOD = register(

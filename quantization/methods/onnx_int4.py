@@ -94,12 +94,15 @@ def _quantizer_class() -> type:
     return MatMulNBitsQuantizer
 
 
-def _convert(fp32: bytes, settings: OnnxInt4Settings, data: QuantizationData) -> tuple[bytes, dict[str, float]]:
+def _convert(
+    fp32: bytes, settings: OnnxInt4Settings, data: QuantizationData, keep_nodes: list[str]
+) -> tuple[bytes, dict[str, float]]:
     model = onnx.load_from_string(fp32)
     linears = linear_gemms(model.graph)
     # A layer whose padded 4-bit blocks would not be smaller than its fp32 weights (fewer inputs than
-    # about block_size / 8) would lose accuracy for nothing: it stays an fp32 Gemm.
-    smaller = [gemm for gemm in linears if int4_bytes(gemm, settings) < _FP32_BYTES * gemm.numel]
+    # about block_size / 8) would lose accuracy for nothing: it stays an fp32 Gemm, as do the kept layers.
+    kept = set(keep_nodes)
+    smaller = [g for g in linears if int4_bytes(g, settings) < _FP32_BYTES * g.numel and g.node not in kept]
     chosen = set(gemms_to_matmuls(model, smaller))
     # Only Linear weights are quantized: any other MatMul with a constant operand stays fp32.
     others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name not in chosen]

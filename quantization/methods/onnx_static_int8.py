@@ -1,8 +1,9 @@
 """``onnx_static_int8``: ONNX Runtime ``quantize_static``: int8 weights and activations, ranges calibrated.
 
 Activation ranges come from ``calibration_batches`` training batches; the graph is QOperator
-(``QGemm``), smaller and a little faster on CPU than QDQ. Weights are 7-bit by default so the
-artifact is exact on every x86 CPU (see ``_onnx_int8``).
+(``QGemm``), smaller and a little faster on CPU than QDQ. Only the Linear layers are quantized (a ReLU
+after one is folded into its range); residual adds, norms and GELU run in fp32, as in every method.
+Weights are 7-bit by default so the artifact is exact on every x86 CPU (see ``_onnx_int8``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from quantization.methods._onnx_int8 import OnnxInt8Settings, quantize_onnx_file
+from quantization.methods._onnx_int8 import OnnxInt8Settings, ort_scope, quantize_onnx_file
 from quantization.onnx_runtime import INPUT_NAME, as_numpy, onnx_method
 from quantization.registry import QuantizationData, register
 
@@ -54,7 +55,9 @@ class _BatchReader(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def _convert(fp32: bytes, settings: OnnxStaticInt8Settings, data: QuantizationData) -> tuple[bytes, dict]:
+def _convert(
+    fp32: bytes, settings: OnnxStaticInt8Settings, data: QuantizationData, keep_nodes: list[str]
+) -> tuple[bytes, dict]:
     def quantize(source: Path, target: Path) -> None:
         quantize_static(
             source,
@@ -64,6 +67,7 @@ def _convert(fp32: bytes, settings: OnnxStaticInt8Settings, data: QuantizationDa
             activation_type=QuantType.QUInt8,
             calibrate_method=CALIBRATIONS[settings.calibration],
             **settings.ort_weights,
+            **ort_scope(keep_nodes),
         )
 
     return quantize_onnx_file(fp32, quantize)

@@ -1,0 +1,161 @@
+"""The recommendation from report rows: the objective, the validation budget, ties, and the sentences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from quantization import QuantizationData
+from quantization.measure import MeasureSettings, measure_methods
+from quantization.recommend import check_max_accuracy_drop, check_objective, recommend
+
+
+def row(method: str, size_bytes: int, ms_1: float, ms_256: float, val: float) -> dict:
+    """A report row with what :func:`recommend` reads (``measure_methods`` writes more)."""
+    latency = {"1": {"median": ms_1, "p90": ms_1 * 1.1}, "256": {"median": ms_256, "p90": ms_256 * 1.1}}
+    return {"method": method, "size_bytes": size_bytes, "latency_ms": latency, "val_accuracy_delta": val}
+
+
+ROWS = [
+    row("fp32", 409_600, 0.789, 9.0, 0.0),
+    row("onnx_static_int8", 114_000, 0.092, 2.5, -0.04),
+    row("onnx_int4", 60_000, 0.120, 4.0, -0.35),
+    row("int2_weight_only", 30_000, 0.700, 30.0, -6.0),
+    row("fp16", 204_800, 1.100, 12.0, 0.0),
+]
+
+
+def test_latency_objective_picks_the_fastest_within_budget():
+    result = recommend(ROWS, 0.5, "latency_bs1")
+    assert result["method"] == "onnx_static_int8"
+    assert result["reason"] == (
+        "onnx_static_int8: 8.6x faster than fp32 at batch 1 (0.092 vs 0.789 ms) and 3.6x smaller, "
+        "-0.04 points on validation (budget 0.5)."
+    )
+    assert result["runners_up"] == [
+        {"method": "onnx_int4", "why_not": "1.3x slower at batch 1 (0.120 vs 0.092 ms)"},
+        {"method": "int2_weight_only", "why_not": "over budget by 5.50 points (-6.00 on validation)"},
+        {"method": "fp32", "why_not": "8.6x slower at batch 1 (0.789 vs 0.092 ms)"},
+        {"method": "fp16", "why_not": "12.0x slower at batch 1 (1.100 vs 0.092 ms)"},
+    ]
+    assert result["objective"] == "latency_bs1" and result["max_accuracy_drop"] == 0.5
+
+
+def test_size_objective_and_a_tighter_budget():
+    assert recommend(ROWS, 0.5, "size")["method"] == "onnx_int4"  # int2 is smaller but 6 points down
+    tight = recommend(ROWS, 0.1, "size")
+    assert tight["method"] == "onnx_static_int8"
+    assert tight["reason"] == (
+        "onnx_static_int8: 3.6x smaller than fp32 (111.3 KB vs 400.0 KB) and 8.6x faster at batch 1, "
+        "-0.04 points on validation (budget 0.1)."
+    )
+    assert tight["runners_up"][1] == {
+        "method": "onnx_int4",
+        "why_not": "over budget by 0.25 points (-0.35 on validation)",
+    }
+
+
+def test_any_measured_batch_size_is_an_objective():
+    result = recommend(ROWS, 0.5, "latency_bs256")
+    assert result["method"] == "onnx_static_int8"
+    assert result["reason"].startswith("onnx_static_int8: 3.6x faster than fp32 at batch 256 (2.500 vs 9.000 ms)")
+
+
+def test_fp32_when_every_method_is_over_budget():
+    result = recommend(ROWS, 0.0, "latency_bs1")
+    # fp16 keeps fp32's validation accuracy but is slower: within budget, not better.
+    assert result["method"] == "fp32"
+    assert result["reason"] == (
+        "fp32: 3 of 4 methods lose more than 0 points on validation and fp16, the only one within budget, "
+        "is not faster than fp32 (0.789 ms at batch 1)."
+    )
+    only_over = [r for r in ROWS if r["method"] != "fp16"]
+    assert recommend(only_over, 0.0, "size")["reason"] == (
+        "fp32: every method loses more than 0 points on validation (closest: onnx_static_int8, -0.04)."
+    )
+
+
+def test_fp32_when_nothing_within_budget_beats_it():
+    rows = [row("fp32", 1000, 0.5, 5.0, 0.0), row("fp16", 600, 0.6, 6.0, 0.0), row("bf16", 600, 0.7, 7.0, 0.0)]
+    result = recommend(rows, 1.0, "latency_bs1")
+    assert result["method"] == "fp32"
+    assert result["reason"] == "fp32: none of the 2 within budget is faster than fp32 (0.500 ms at batch 1)."
+    assert result["runners_up"][0] == {"method": "fp16", "why_not": "1.2x slower at batch 1 (0.600 vs 0.500 ms)"}
+
+
+def test_ties_go_to_the_smaller_artifact_then_to_the_more_accurate():
+    rows = [
+        row("fp32", 4000, 1.0, 9.0, 0.0),
+        row("a", 1200, 0.2, 2.0, -0.1),
+        row("b", 1000, 0.2, 2.0, -0.3),  # as fast as a, smaller
+        row("c", 1000, 0.2, 2.0, -0.2),  # as fast and as small as b, more accurate
+    ]
+    result = recommend(rows, 0.5, "latency_bs1")
+    assert result["method"] == "c"
+    assert result["runners_up"][:2] == [
+        {"method": "b", "why_not": "as fast and as small, less accurate (-0.30 vs -0.20 points)"},
+        {"method": "a", "why_not": "as fast, larger (1.2 KB vs 1000 B)"},
+    ]
+    assert recommend(rows, 0.5, "size")["method"] == "c"
+
+
+def test_budget_is_met_despite_float_rounding_of_accuracies():
+    delta = (0.895 - 0.9) * 100  # -0.5000000000000004: half a point lost on 200 samples
+    assert delta < -0.5
+    rows = [row("fp32", 4000, 1.0, 9.0, 0.0), row("int8", 1000, 0.2, 2.0, delta)]
+    assert recommend(rows, 0.5, "size")["method"] == "int8"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [(-0.1, "got -0.1"), (math.nan, "got nan"), (math.inf, "got inf"), (True, "got True"), ("0.5", "got '0.5'")],
+    ids=["negative", "nan", "inf", "bool", "string"],
+)
+def test_max_accuracy_drop_is_validated(value, match):
+    with pytest.raises(ValueError, match=rf"Expected `max_accuracy_drop` to be a finite number .* >= 0, {match}\."):
+        check_max_accuracy_drop(value)
+
+
+@pytest.mark.parametrize(
+    ("objective", "batch_sizes", "match"),
+    [
+        ("speed", None, r"Expected `objective` to be size, latency_bs1 or latency_bs<N> .*got 'speed'\."),
+        ("latency_bs0", None, r"got 'latency_bs0'\."),
+        ("latency_bs01", None, r"got 'latency_bs01'\."),
+        (1, None, r"got 1\."),
+        ("latency_bs64", [1, 256], r"N a measured batch size \(1, 256\), got 'latency_bs64'\."),
+    ],
+    ids=["word", "zero", "leading_zero", "not_a_string", "not_measured"],
+)
+def test_objective_is_validated(objective, batch_sizes, match):
+    with pytest.raises(ValueError, match=match):
+        check_objective(objective, batch_sizes)
+
+
+def test_rows_are_validated():
+    with pytest.raises(ValueError, match=r"include the fp32 baseline, got \(onnx_int4\)"):
+        recommend([ROWS[2]], 0.5, "size")
+    missing = {key: value for key, value in ROWS[1].items() if key != "val_accuracy_delta"}
+    with pytest.raises(ValueError, match=r"row 'onnx_static_int8' to have a finite `val_accuracy_delta`.*got None"):
+        recommend([ROWS[0], missing], 0.5, "size")
+    with pytest.raises(ValueError, match=r"measured batch size \(1, 256\), got 'latency_bs8'"):
+        recommend(ROWS, 0.5, "latency_bs8")
+
+
+def test_recommends_from_measured_rows():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 4)).eval()
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+    batches = [(x[:16], torch.arange(16) % 4), (x[16:], torch.arange(16) % 4)]
+    settings = MeasureSettings(latency_batch_sizes=(1, 8), num_threads=1, min_run_time_s=0.005)
+    methods = {"weight_only_int8": None, "int4_weight_only": None, "fp16": None}
+    rows, _ = measure_methods(model, methods, batches, QuantizationData(example=x[:1]), settings)
+    rows = [r | {"val_accuracy_delta": r["accuracy_delta"]} for r in rows]  # these batches stand for validation
+
+    result = recommend(rows, 100.0, "size")  # every method within budget: the smallest artifact wins
+
+    assert result["method"] == min(rows, key=lambda r: r["size_bytes"])["method"] == "int4_weight_only"
+    assert [r["method"] for r in result["runners_up"]] == ["weight_only_int8", "fp16", "fp32"]
