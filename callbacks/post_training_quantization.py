@@ -23,11 +23,13 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.best_checkpoint import best_checkpoint
+from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
 from errors import ConfigError, DataError
-from quantization import METHODS, QuantizationData, check_methods, check_quantizable
-from quantization.measure import Batch, MeasureSettings
+from quantization import METHODS, QuantizationData, check_methods, check_quantizable, default_methods
+from quantization.measure import Batch, Candidate, MeasureSettings
 from quantization.onnx_runtime import dense
 from quantization.pipeline import quantization_report
+from quantization.qat import check_qat_method
 from quantization.report import report_markdown
 from storage.checkpoints import load_net_weights
 
@@ -46,6 +48,9 @@ class PostTrainingQuantization(Callback):
         num_threads: torch and ONNX Runtime threads while timing; reported with the figures.
         min_run_time_s: Seconds of timed calls per method and batch size.
         calibration_batches: Training batches that static quantization calibrates on.
+        qat: Methods to also fine-tune for with quantization-aware training, each with its
+            ``QATSettings`` (``epochs``, ``lr_scale``), e.g. ``{"int3_weight_only": {"epochs": 10}}``;
+            measured as the row ``<method>+qat`` beside the method's own (added when not in ``methods``).
     """
 
     def __init__(
@@ -56,8 +61,12 @@ class PostTrainingQuantization(Callback):
         num_threads: int = 1,
         min_run_time_s: float = 0.2,
         calibration_batches: int = 8,
+        qat: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        names = check_methods(list(METHODS) if methods is None else methods)
+        qat = qat or {}
+        for name in qat:
+            check_qat_method(name)
+        names = check_methods([*(default_methods() if methods is None else methods), *qat])
         unknown = sorted(set(settings or {}) - set(names))
         if unknown:
             raise ValueError(
@@ -74,6 +83,7 @@ class PostTrainingQuantization(Callback):
         self.methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in names}
         self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
         self.calibration_batches = calibration_batches
+        self.qat = {name: QATSettings.from_values(name, values) for name, values in qat.items()}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Refuse a model the methods cannot handle now, not after an hour of training.
@@ -81,6 +91,11 @@ class PostTrainingQuantization(Callback):
             check_quantizable(pl_module.net, list(self.methods))
         except ValueError as err:
             raise ConfigError(f"{err} Remove the method from `methods` or change the model.") from err
+        if self.qat and not hasattr(pl_module, "fine_tuning"):
+            raise ConfigError(
+                f"`qat` fine-tunes a Quantlight classifier (modules.ClassifierModule); {type(pl_module).__name__} "
+                "is not one. Remove `qat` or derive the model from ClassifierModule."
+            )
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -104,8 +119,16 @@ class PostTrainingQuantization(Callback):
         calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
         data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration)
         folder = Path(report_root(trainer)) / "quantization"
+        candidates = []
+        for name, settings in self.methods.items():
+            candidates.append(Candidate(name, settings))
+            if name in self.qat:
+                trained, info = fine_tune_qat(
+                    trainer, pl_module, datamodule, net, name, settings, self.qat[name], report_root(trainer)
+                )
+                candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
         writer = tensorboard(trainer)
-        rows = quantization_report(net, self.methods, batches, data, folder, self.measure, writer, trainer.global_step)
+        rows = quantization_report(net, candidates, batches, data, folder, self.measure, writer, trainer.global_step)
         seconds = time.perf_counter() - start
         rank_zero_info(
             f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n{report_markdown(rows)}"

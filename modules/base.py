@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ class ClassifierModule(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self._pending_rng_states: dict | None = None  # set by on_load_checkpoint, applied at the next epoch
+        self.fine_tuning: FineTuning | None = None  # set on a copy that fine-tunes trained weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, input_dim) -> (B, num_classes)
@@ -113,9 +115,31 @@ class ClassifierModule(LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
+        if self.fine_tuning is not None:
+            return self.fine_tuning.configure(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer)}}
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """Fine-tuning trained weights: the recipe's optimizer at ``lr_scale`` times its learning rate,
+    annealed to 0 by a cosine over ``epochs`` (the recipe's own schedule spans the first training).
+
+    Args:
+        lr_scale: Multiplies every parameter group's learning rate.
+        epochs: The cosine's length, in epochs.
+    """
+
+    lr_scale: float
+    epochs: int
+
+    def configure(self, optimizer: torch.optim.Optimizer) -> dict:
+        for group in optimizer.param_groups:
+            group["lr"] *= self.lr_scale
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
 
 
 def collect_rng_states() -> dict:

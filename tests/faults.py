@@ -7,6 +7,8 @@ import signal
 
 from lightning.pytorch import Callback
 
+from callbacks.quantization_aware_training import RunsInQAT
+
 
 class KillAtEpoch(Callback):
     """SIGKILL the training process when epoch ``epoch`` starts (the previous epoch's checkpoints are on disk).
@@ -37,3 +39,15 @@ class PoisonAtEpoch(Callback):
         if trainer.current_epoch == self.epoch:
             for param in pl_module.parameters():
                 param.data.fill_(float("nan"))
+
+
+class KillAtQATEpoch(KillAtEpoch, RunsInQAT):
+    """SIGKILL the process when quantization-aware fine-tuning epoch ``epoch`` starts (not the main run's).
+
+    Args:
+        epoch: Zero-based QAT epoch at whose start the process dies.
+    """
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if pl_module.fine_tuning is not None:
+            super().on_train_epoch_start(trainer, pl_module)
