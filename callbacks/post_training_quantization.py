@@ -26,10 +26,12 @@ from callbacks.best_checkpoint import best_checkpoint
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
 from errors import ConfigError, DataError
 from quantization import METHODS, QuantizationData, check_methods, check_quantizable, default_methods
+from quantization.decision import Budget
 from quantization.measure import Batch, Candidate, MeasureSettings
 from quantization.onnx_runtime import dense
 from quantization.pipeline import quantization_report
 from quantization.qat import check_qat_method
+from quantization.recommend import check_objective
 from quantization.report import report_markdown
 from storage.checkpoints import load_net_weights
 
@@ -51,6 +53,13 @@ class PostTrainingQuantization(Callback):
         qat: Methods to also fine-tune for with quantization-aware training, each with its
             ``QATSettings`` (``epochs``, ``lr_scale``), e.g. ``{"int3_weight_only": {"epochs": 10}}``;
             measured as the row ``<method>+qat`` beside the method's own (added when not in ``methods``).
+        max_accuracy_drop: The accuracy budget: points of *validation* accuracy a method may lose against
+            fp32 to be recommended (the test split stays the final figure). A method over it gets a
+            per-layer sensitivity table and, when keeping its most sensitive layers in fp32 brings it
+            within budget, a ``<method>+fallback`` row.
+        objective: What the recommendation optimizes within the budget: ``size``, ``latency_bs1`` or
+            ``latency_bs<N>`` (one of ``latency_batch_sizes``).
+        sensitivity: Methods to report per-layer sensitivity for even when within budget.
     """
 
     def __init__(
@@ -62,6 +71,9 @@ class PostTrainingQuantization(Callback):
         min_run_time_s: float = 0.2,
         calibration_batches: int = 8,
         qat: dict[str, dict[str, Any]] | None = None,
+        max_accuracy_drop: float = 0.5,
+        objective: str = "latency_bs1",
+        sensitivity: Sequence[MethodName] = (),
     ) -> None:
         qat = qat or {}
         for name in qat:
@@ -84,6 +96,8 @@ class PostTrainingQuantization(Callback):
         self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
         self.calibration_batches = calibration_batches
         self.qat = {name: QATSettings.from_values(name, values) for name, values in qat.items()}
+        check_objective(objective, latency_batch_sizes)
+        self.budget = Budget(max_accuracy_drop, objective, tuple(sensitivity))
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Refuse a model the methods cannot handle now, not after an hour of training.
@@ -128,10 +142,14 @@ class PostTrainingQuantization(Callback):
                 )
                 candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
         writer = tensorboard(trainer)
-        rows = quantization_report(net, candidates, batches, data, folder, self.measure, writer, trainer.global_step)
+        val = validation_batches(datamodule)
+        rows, decision = quantization_report(
+            net, candidates, batches, data, folder, self.measure, writer, trainer.global_step, val, self.budget
+        )
         seconds = time.perf_counter() - start
         rank_zero_info(
-            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n{report_markdown(rows)}"
+            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n"
+            + report_markdown(rows, decision)
         )
         return rows
 
@@ -152,6 +170,12 @@ def test_batches(datamodule: LightningDataModule) -> list[Batch]:
     """The datamodule's test split as CPU batches (the same inputs for every method)."""
     datamodule.setup("test")
     return [(x.cpu(), y.cpu()) for x, y in datamodule.test_dataloader()]
+
+
+def validation_batches(datamodule: LightningDataModule) -> list[Batch]:
+    """The datamodule's validation split as CPU batches (what the accuracy budget is checked on)."""
+    datamodule.setup("fit")
+    return [(x.cpu(), y.cpu()) for x, y in datamodule.val_dataloader()]
 
 
 def training_inputs(datamodule: LightningDataModule, num_batches: int) -> list[torch.Tensor]:

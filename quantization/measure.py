@@ -53,6 +53,7 @@ class Candidate:
         name: The row's name when it is not the method's, e.g. ``int3_weight_only+qat``.
         model: The fp32 model to quantize when it is not the report's (e.g. weights trained with QAT).
         info: Extra row fields (plain data), e.g. ``{"qat_epochs": 10}``.
+        keep_fp32: Linear layers the method leaves in fp32 (mixed precision; ``QuantizationData.keep_fp32``).
     """
 
     method: str
@@ -60,6 +61,7 @@ class Candidate:
     name: str | None = None
     model: nn.Module | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    keep_fp32: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -152,9 +154,12 @@ def measure_artifact(
 def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
     """Add size ratio, accuracy delta (percentage points), agreement and speedups against fp32.
 
-    ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's.
+    ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's; with a
+    validation accuracy, ``val_accuracy_delta`` is its change in points (what an accuracy budget reads).
     """
     speedup = {n: baseline["latency_ms"][n]["median"] / t["median"] for n, t in row["latency_ms"].items()}
+    if "val_accuracy" in row:
+        row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
     return row | {
         "size_ratio": baseline["size_bytes"] / row["size_bytes"],
         "accuracy_delta": (row["accuracy"] - baseline["accuracy"]) * 100,
@@ -170,34 +175,60 @@ def measure_methods(
     batches: Sequence[Batch],
     data: QuantizationData,
     settings: MeasureSettings,
+    val_batches: Sequence[Batch] = (),
+    baseline: tuple[dict[str, Any], torch.Tensor] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Artifact]]:
     """Quantize a read-only ``model`` with each method (fp32 first) and measure every artifact.
 
     Args:
         model: The fp32 ``nn.Module`` (logits out), in eval mode.
         methods: Registry name -> that method's settings, or :class:`Candidate` rows (a row may bring its
-            own model, e.g. QAT weights); fp32 is added as the baseline.
+            own model, e.g. QAT weights, or layers to keep in fp32); fp32 is added as the baseline.
         batches: Evaluation batches, the same for every method (latency inputs are dense).
         data: The example batch and calibration batches the methods may use.
         settings: Latency batch sizes, threads and run time.
+        val_batches: Validation batches: each row also gets ``val_accuracy`` (what a budget is checked on,
+            keeping the test split for the final figure).
+        baseline: The fp32 row and its test predictions from an earlier call, to compare further rows
+            with the same figures (fp32 is then not measured again).
 
     Returns:
         The report rows, in order, and the artifacts they were measured from.
     """
     inputs = latency_inputs(first_rows(batches, max(settings.latency_batch_sizes)), settings.latency_batch_sizes)
     rows, artifacts = [], []
-    baseline, baseline_predictions = {}, torch.empty(0)
-    for candidate in as_candidates(methods):
+    candidates = as_candidates(methods)
+    baseline_row, baseline_predictions = baseline if baseline else ({}, torch.empty(0))
+    if baseline:
+        candidates = [c for c in candidates if c.label != BASELINE]
+    for candidate in candidates:
         method_settings = candidate.settings or METHODS[candidate.method].make_settings()
         source = candidate.model if candidate.model is not None else model
-        artifact = METHODS[candidate.method].quantize(source, method_settings, data)
+        method_data = dataclasses.replace(data, keep_fp32=candidate.keep_fp32)
+        artifact = METHODS[candidate.method].quantize(source, method_settings, method_data)
         artifact = dataclasses.replace(artifact, name=candidate.name)
         row, predictions = measure_artifact(artifact, source, batches, inputs, settings)
+        if val_batches:
+            runner = METHODS[artifact.method].load(artifact.data, source, settings.num_threads)
+            row["val_accuracy"] = predict(runner, val_batches)[1]
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
         row |= dict(candidate.info)
         if candidate.label == BASELINE:
-            baseline, baseline_predictions = row, predictions
+            baseline_row, baseline_predictions = row, predictions
         agreement = float((predictions == baseline_predictions).float().mean())
-        rows.append(compare_to_baseline(row, baseline, agreement))
+        rows.append(compare_to_baseline(row, baseline_row, agreement))
         artifacts.append(artifact)
     return rows, artifacts
+
+
+def baseline_of(
+    rows: Sequence[dict[str, Any]],
+    artifacts: Sequence[Artifact],
+    model: nn.Module,
+    batches: Sequence[Batch],
+    num_threads: int = 1,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The fp32 row of a report and its test predictions, for :func:`measure_methods`' ``baseline``."""
+    index = next(i for i, row in enumerate(rows) if row["method"] == BASELINE)
+    runner = METHODS[BASELINE].load(artifacts[index].data, model, num_threads)
+    return rows[index], predict(runner, batches)[0]

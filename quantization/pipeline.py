@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from quantization.artifacts import save_artifact
+from quantization.decision import Budget, decide
 from quantization.measure import Batch, Candidate, MeasureSettings, measure_methods
 from quantization.registry import QuantizationData
 from quantization.report import log_tensorboard, write_report
@@ -28,7 +29,9 @@ def quantization_report(
     settings: MeasureSettings,
     writer: SummaryWriter | None = None,
     step: int = 0,
-) -> list[dict[str, Any]]:
+    val_batches: Sequence[Batch] = (),
+    budget: Budget | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Measure every method on a read-only ``model``; write artifacts, ``report.json`` and ``report.md``.
 
     Args:
@@ -41,11 +44,19 @@ def quantization_report(
         settings: Latency batch sizes, threads and run time.
         writer: A TensorBoard ``SummaryWriter`` for scalars, the table, a chart and HParams.
         step: The global step the TensorBoard records carry.
+        val_batches: Validation batches, which an accuracy ``budget`` is checked on.
+        budget: With validation batches: rank layers, add fallback rows and recommend one row.
+
+    Returns:
+        The rows, and the decision (``recommendation``, ``sensitivity``) when a budget was given.
     """
-    rows, artifacts = measure_methods(model, methods, batches, data, settings)
+    rows, artifacts = measure_methods(model, methods, batches, data, settings, val_batches)
+    decision = None
+    if budget is not None and val_batches:
+        rows, artifacts, decision = decide(model, rows, artifacts, batches, val_batches, data, settings, budget)
     for artifact in artifacts:
         save_artifact(artifact, folder)
-    write_report(rows, folder)
+    write_report(rows, folder, decision)
     if writer is not None:
-        log_tensorboard(writer, rows, step)
-    return rows
+        log_tensorboard(writer, rows, step, decision)
+    return rows, decision

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,46 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + f"\n\nLatency measured with {threads} thread(s); sizes are the saved artifacts.\n"
 
 
-def report_markdown(rows: Sequence[Row]) -> str:
-    """The table of :func:`markdown_table` and the machine it was measured on."""
-    return markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
+def report_markdown(rows: Sequence[Row], decision: Mapping[str, Any] | None = None) -> str:
+    """The table of :func:`markdown_table`, the machine it was measured on, and the decision (recommended
+    row, per-layer sensitivity, fallbacks) when there is one."""
+    text = markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
+    return text + (decision_markdown(decision) if decision else "")
+
+
+def decision_markdown(decision: Mapping[str, Any]) -> str:
+    """The recommendation with its reason and the runners-up, then one sensitivity table per ranked method."""
+    rec = decision["recommendation"]
+    lines = [
+        "",
+        f"## Recommended: {rec['method']}",
+        "",
+        f"Objective `{rec['objective']}`, budget {rec['max_accuracy_drop']:g} points of validation accuracy. "
+        + rec["reason"],
+        "",
+        *(f"- {r['method']}: {r['why_not']}" for r in rec["runners_up"]),
+    ]
+    for method, entry in decision["sensitivity"].items():
+        lines += ["", f"## Per-layer sensitivity: {method}", "", sensitivity_table(entry["layers"])]
+        if "fallback" in entry:
+            lines += ["", f"Fallback: {entry['fallback']['summary']}"]
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity_table(layers: Sequence[Row]) -> str:
+    """One row per Linear layer quantized alone: its size, the validation accuracy lost, the logits' SQNR.
+
+    >>> print(sensitivity_table([{"layer": "0", "parameters": 7840, "accuracy_drop": 0.25, "sqnr_db": 21.5}]))
+    | layer | weights | Δ val acc (points) | logit SQNR (dB) |
+    |---|---|---|---|
+    | 0 | 7,840 | -0.25 | 21.5 |
+    """
+    lines = ["| layer | weights | Δ val acc (points) | logit SQNR (dB) |", "|---|---|---|---|"]
+    for row in layers:
+        lines.append(
+            f"| {row['layer']} | {row['parameters']:,} | {-row['accuracy_drop']:+.2f} | {row['sqnr_db']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def _notes(row: Row) -> str:
@@ -70,12 +107,12 @@ def _notes(row: Row) -> str:
     return "; ".join(notes)
 
 
-def write_report(rows: Sequence[Row], folder: str | os.PathLike) -> Path:
-    """Write ``report.json`` (``{"machine": ..., "methods": rows}``) and ``report.md`` into ``folder``
-    atomically; return the JSON path."""
+def write_report(rows: Sequence[Row], folder: str | os.PathLike, decision: Mapping[str, Any] | None = None) -> Path:
+    """Write ``report.json`` (``{"machine": ..., "methods": rows}``, plus ``recommendation`` and
+    ``sensitivity`` with a decision) and ``report.md`` into ``folder`` atomically; return the JSON path."""
     folder = Path(folder)
-    atomic_write(folder / "report.md", ("# Quantization report\n\n" + report_markdown(rows)).encode())
-    report = {"machine": machine_info(), "methods": list(rows)}
+    atomic_write(folder / "report.md", ("# Quantization report\n\n" + report_markdown(rows, decision)).encode())
+    report = {"machine": machine_info(), "methods": list(rows), **(decision or {})}
     return atomic_write(folder / "report.json", (json.dumps(report, indent=2) + "\n").encode())
 
 
@@ -99,13 +136,36 @@ def report_figure(rows: Sequence[Row]) -> Figure:
     return figure
 
 
-def log_tensorboard(writer: SummaryWriter, rows: Sequence[Row], step: int = 0) -> None:
-    """Scalars ``quant/<method>/...``, the table as text, the bar chart, and one HParams run per method."""
+def sensitivity_figure(method: str, layers: Sequence[Row]) -> Figure:
+    """Per layer, side by side: validation accuracy lost when only it is quantized, and the logits' SQNR."""
+    figure = Figure(figsize=(9, 3.5), layout="constrained")
+    drop, sqnr = figure.subplots(1, 2)
+    names = [row["layer"] or "(model)" for row in layers]
+    drop.bar(names, [row["accuracy_drop"] for row in layers], color="C3")
+    drop.set_title(f"{method}: val accuracy lost (points)")
+    sqnr.bar(names, [min(row["sqnr_db"], 99.0) for row in layers], color="C0")
+    sqnr.set_title("logit SQNR (dB, higher is safer)")
+    for ax in (drop, sqnr):
+        ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    return figure
+
+
+def log_tensorboard(
+    writer: SummaryWriter, rows: Sequence[Row], step: int = 0, decision: Mapping[str, Any] | None = None
+) -> None:
+    """Scalars ``quant/<method>/...``, the table (with the recommendation) as text, the bar chart, per-layer
+    sensitivity tables and charts, and one HParams run per method."""
     for row in rows:
         for tag, value in _scalars(row).items():
             writer.add_scalar(f"quant/{row['method']}/{tag}", value, step)
-    writer.add_text("quant/report", report_markdown(rows), step)
+    writer.add_text("quant/report", report_markdown(rows, decision), step)
     writer.add_figure("quant/comparison", report_figure(rows), step)
+    if decision:
+        rec = decision["recommendation"]
+        writer.add_text("quant/recommendation", f"**{rec['method']}**: {rec['reason']}", step)
+        for method, entry in decision["sensitivity"].items():
+            writer.add_text(f"quant/sensitivity/{method}", sensitivity_table(entry["layers"]), step)
+            writer.add_figure(f"quant/sensitivity/{method}", sensitivity_figure(method, entry["layers"]), step)
     for row in rows:
         metrics = {f"quant/{tag}": value for tag, value in _scalars(row).items()}
         writer.add_hparams(
@@ -116,6 +176,8 @@ def log_tensorboard(writer: SummaryWriter, rows: Sequence[Row], step: int = 0) -
 
 def _scalars(row: Row) -> dict[str, float]:
     scalars = {key: float(row[key]) for key in ("size_bytes", "size_ratio", "accuracy", "accuracy_delta", "agreement")}
+    if "val_accuracy_delta" in row:
+        scalars["val_accuracy_delta"] = float(row["val_accuracy_delta"])
     for n, latency in row["latency_ms"].items():
         scalars[f"latency_ms_bs{n}"] = latency["median"]
         scalars[f"latency_p90_ms_bs{n}"] = latency["p90"]

@@ -1,0 +1,112 @@
+"""From measured rows to a decision: per-layer sensitivity, fp32 fallback for the methods over the
+accuracy budget (measured as ``<method>+fallback`` rows), and the recommended row.
+
+The budget is checked on the validation split; the test split stays the final, honest figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from quantization.measure import Batch, Candidate, MeasureSettings, baseline_of, measure_methods
+from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop, check_objective, recommend
+from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, check_methods
+from quantization.sensitivity import fallback, layer_sensitivity
+from quantization.swap import linear_layers
+
+FALLBACK = "+fallback"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What "good enough" means for a run, and what to optimize within it.
+
+    Args:
+        max_accuracy_drop: Points of validation accuracy a method may lose against fp32.
+        objective: ``size``, ``latency_bs1`` or ``latency_bs<N>`` (a measured batch size).
+        sensitivity: Methods whose per-layer sensitivity is reported even when within budget (those over
+            it always get one, with the fallback it leads to).
+    """
+
+    max_accuracy_drop: float = 0.5
+    objective: str = "latency_bs1"
+    sensitivity: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_max_accuracy_drop(self.max_accuracy_drop)
+        check_objective(self.objective)
+        check_methods(list(self.sensitivity))
+
+
+def over_budget(row: dict[str, Any], budget: Budget) -> bool:
+    """Whether a plain PTQ row loses more than the budget on validation."""
+    plain = row["method"] == row["base_method"] != BASELINE
+    return plain and row["val_accuracy_delta"] < -budget.max_accuracy_drop - SLACK_POINTS
+
+
+def decide(
+    model: nn.Module,
+    rows: list[dict[str, Any]],
+    artifacts: list[Artifact],
+    batches: Sequence[Batch],
+    val_batches: Sequence[Batch],
+    data: QuantizationData,
+    settings: MeasureSettings,
+    budget: Budget,
+) -> tuple[list[dict[str, Any]], list[Artifact], dict[str, Any]]:
+    """Rank layers, add fallback rows and recommend one row.
+
+    Args:
+        model: The fp32 model the rows were measured from (only read).
+        rows, artifacts: :func:`quantization.measure.measure_methods`' output, with validation accuracy.
+        batches, val_batches: The test and validation batches.
+        data: Example and calibration batches.
+        settings: How latency is measured (fallback rows are measured like the others).
+        budget: The accuracy budget, the objective and the methods to rank layers for.
+
+    Returns:
+        The rows and artifacts with each ``<method>+fallback`` row after its method's, and
+        ``{"recommendation": ..., "sensitivity": {method: {"layers": [...], "fallback": {...}}}}``.
+    """
+    sensitivity: dict[str, dict[str, Any]] = {}
+    extra: list[Candidate] = []
+    several_layers = len(linear_layers(model)) > 1
+    for row in rows:
+        method = row["base_method"]
+        if not (over_budget(row, budget) or (row["method"] == method and method in budget.sensitivity)):
+            continue
+        method_settings = METHODS[method].make_settings(row["settings"])
+        layers = layer_sensitivity(model, method, method_settings, data, val_batches, settings.num_threads)
+        entry: dict[str, Any] = {"layers": layers}
+        if over_budget(row, budget) and several_layers:
+            found = fallback(
+                model,
+                method,
+                method_settings,
+                data,
+                val_batches,
+                budget.max_accuracy_drop,
+                layers,
+                settings.num_threads,
+            )
+            entry["fallback"] = found
+            if found["fits"] and found["keep_fp32"]:
+                info = {"kept_fp32": found["keep_fp32"], "kept_weight_fraction": found["kept_weight_fraction"]}
+                keep = frozenset(found["keep_fp32"])
+                extra.append(Candidate(method, method_settings, f"{method}{FALLBACK}", keep_fp32=keep, info=info))
+        elif over_budget(row, budget):
+            entry["fallback"] = {"fits": False, "summary": f"{method}: one Linear layer, so no layer can stay fp32."}
+        sensitivity[row["method"]] = entry
+    if extra:
+        baseline = baseline_of(rows, artifacts, model, batches, settings.num_threads)
+        new_rows, new_artifacts = measure_methods(model, extra, batches, data, settings, val_batches, baseline)
+        for new_row, new_artifact in zip(new_rows, new_artifacts, strict=True):
+            at = next(i for i, r in enumerate(rows) if r["method"] == new_row["base_method"]) + 1
+            rows.insert(at, new_row)
+            artifacts.insert(at, new_artifact)
+    recommendation = recommend(rows, budget.max_accuracy_drop, budget.objective)
+    return rows, artifacts, {"recommendation": recommendation, "sensitivity": sensitivity}

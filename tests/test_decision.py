@@ -1,0 +1,110 @@
+"""The decision after measuring: rows over the accuracy budget get a per-layer sensitivity table and a
+measured ``+fallback`` row; one row is recommended on the objective; report files and TensorBoard say so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from callbacks import PostTrainingQuantization
+from quantization import METHODS, QuantizationData
+from quantization.decision import Budget
+from quantization.measure import MeasureSettings
+from quantization.pipeline import quantization_report
+
+FAST = MeasureSettings(latency_batch_sizes=(1, 64), min_run_time_s=0.005)
+
+
+def trained_mlp() -> tuple[nn.Module, list, list]:
+    """A 3-layer MLP trained on 10 overlapping Gaussian blobs in 32 dimensions; test and validation batches."""
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 32, generator=generator) * 0.6  # overlapping: accuracy ~80 %, sensitive to the weights
+
+    def batches(n: int) -> list:
+        y = torch.randint(0, 10, (n,), generator=generator)
+        x = centers[y] + torch.randn(n, 32, generator=generator)
+        return [(x[i : i + 100], y[i : i + 100]) for i in range(0, n, 100)]
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for x, y in batches(3000):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval(), batches(1000), batches(1000)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    net, test, val = trained_mlp()
+    folder = tmp_path_factory.mktemp("report")
+    methods = {
+        "int2_weight_only": METHODS["int2_weight_only"].make_settings({"group_size": None}),
+        "onnx_dynamic_int8": None,
+        "weight_only_int8": None,
+    }
+    rows, decision = quantization_report(
+        net, methods, test, QuantizationData(example=test[0][0][:1]), folder, FAST, val_batches=val,
+        budget=Budget(max_accuracy_drop=2.5, objective="size"),
+    )  # fmt: skip
+    return net, rows, decision, folder
+
+
+def test_a_method_over_budget_gets_sensitivity_and_a_measured_fallback_row(report):
+    _, rows, decision, _ = report
+    by_name = {row["method"]: row for row in rows}
+    assert by_name["int2_weight_only"]["val_accuracy_delta"] < -2.5  # 2-bit per channel: over budget (-4.9)
+    entry = decision["sensitivity"]["int2_weight_only"]
+    assert [layer["layer"] for layer in entry["layers"]] == ["0", "2", "4"]
+    assert all(layer["sqnr_db"] < 40 for layer in entry["layers"])  # 2 bits on any layer is audible in the logits
+    fallback, row = entry["fallback"], by_name["int2_weight_only+fallback"]
+    assert fallback["fits"]  # the head alone in fp32 gives back 2.9 of the 4.9 points
+    assert [r["method"] for r in rows].index("int2_weight_only+fallback") == 2  # right after its method
+    assert row["kept_fp32"] == fallback["keep_fp32"] and 0 < len(row["kept_fp32"]) < 3
+    assert row["val_accuracy_delta"] == pytest.approx(-fallback["accuracy_drop"], abs=1e-9)
+    assert -2.5 <= row["val_accuracy_delta"] and row["base_method"] == "int2_weight_only"
+    assert by_name["int2_weight_only"]["size_bytes"] < row["size_bytes"] < by_name["fp32"]["size_bytes"]
+
+
+def test_the_recommendation_is_the_smallest_row_within_budget(report):
+    _, rows, decision, _ = report
+    rec = decision["recommendation"]
+    within = [r for r in rows if r["val_accuracy_delta"] >= -2.5 - 1e-9]
+    assert rec["method"] == min(within, key=lambda r: r["size_bytes"])["method"] != "fp32"
+    assert rec["objective"] == "size" and rec["method"] in rec["reason"]
+    assert {r["method"] for r in rec["runners_up"]} == {r["method"] for r in rows} - {rec["method"]}
+
+
+def test_report_files_carry_the_decision(report):
+    _, rows, decision, folder = report
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["recommendation"]["method"] == decision["recommendation"]["method"]
+    assert set(saved["sensitivity"]) == {"int2_weight_only"}
+    markdown = (folder / "report.md").read_text()
+    assert f"## Recommended: {decision['recommendation']['method']}" in markdown
+    assert "## Per-layer sensitivity: int2_weight_only" in markdown and "| 4 | 640 |" in markdown
+    assert all((folder / row["artifact"]).is_file() for row in rows)
+
+
+def test_no_budget_no_decision(tmp_path):
+    net, test, _ = trained_mlp()
+    _, decision = quantization_report(net, {"fp16": None}, test, QuantizationData(test[0][0][:1]), tmp_path, FAST)
+    assert decision is None and "recommendation" not in json.loads((tmp_path / "report.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"objective": "latency_bs64"}, r"`objective` to be size or latency_bs<N>, N a measured batch size \(1, 256\)"),
+        ({"objective": "speed"}, r"`objective` to be size, latency_bs1 or latency_bs<N>"),
+        ({"max_accuracy_drop": -0.5}, r"max_accuracy_drop"),
+    ],
+    ids=["unmeasured-batch", "unknown", "negative"],
+)
+def test_budget_and_objective_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PostTrainingQuantization(**kwargs)
