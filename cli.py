@@ -3,6 +3,7 @@
 python cli.py fit -c configs/mnist_logistic.yaml
 python cli.py test -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoints/last.ckpt
 python cli.py quantize -c configs/mnist_logistic.yaml --ckpt_path <run>/checkpoints/best.ckpt
+python cli.py predict -c configs/text_mlp.yaml --artifact <bundle folder> --data.init_args.predict_path texts.txt
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from callbacks.best_checkpoint import best_checkpoint
 from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
+from quantization.bundle import read_manifest
 from storage.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
-from trainer import QuantlightTrainer
+from trainer import QuantlightTrainer, check_predict_arguments
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 # --ckpt_path values that Lightning resolves itself rather than reading a file.
@@ -41,6 +43,7 @@ class QuantlightCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.bundle_manifest: dict | None = None  # `predict --artifact <bundle>`: its checked bundle.json
         super().__init__(
             ClassifierModule,
             LightningDataModule,
@@ -61,6 +64,12 @@ class QuantlightCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
+        # `predict --artifact <bundle>`: checked now, and its classes and input width stand in for the data's.
+        if self.config.get("subcommand") == "predict":
+            config = self.config.predict
+            check_predict_arguments(config.get("artifact"), config.get("ckpt_path"), config.get("inputs"))
+            if config.get("artifact"):
+                self.bundle_manifest = read_manifest(config.artifact)[1]
         # Lightning reads --ckpt_path's hyperparameters (and takes its model class) next: check the file
         # and the class first, so a missing, unsafe, corrupted or foreign checkpoint is a one-line
         # CheckpointError, not a torch.load traceback or a silently different model.
@@ -92,6 +101,8 @@ class QuantlightCLI(LightningCLI):
             resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
+        if self.bundle_manifest is not None:
+            use_bundle_classes(self.config.predict, self.bundle_manifest)
         if self.subcommand == "fit":
             refuse_empty_training(self.config.fit.trainer)
 
@@ -99,6 +110,8 @@ class QuantlightCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:  # jsonargparse wraps a constructor's refusal: raise the refusal itself
+            if (user_error := first_user_error(err)) is not None:  # e.g. a bad corpus, met while a link reads the data
+                raise user_error from err
             refusal = innermost(err)
             if not isinstance(refusal, ValueError):
                 raise
@@ -111,7 +124,7 @@ class QuantlightCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The datamodule knows its feature width and class count; the model never repeats them.
-        parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.input_dim", compute_fn=self._input_dim, apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         # A cosine schedule anneals over the run's epochs: its length is the trainer's, written once.
         parser.link_arguments("trainer.max_epochs", "model.init_args.lr_scheduler.init_args.T_max", apply_on="parse")
@@ -121,6 +134,12 @@ class QuantlightCLI(LightningCLI):
             default=True,
             help="After fit, evaluate the best checkpoint on the test split and log test/acc.",
         )
+
+    def _input_dim(self, datamodule: LightningDataModule) -> int:
+        # Predicting from a bundle, the configured model is not run (the bundle holds the quantized one): its width
+        # is the bundle's, so a text config needs neither its corpus nor a checkpoint to fit a vectorizer.
+        manifest = self.bundle_manifest
+        return int(manifest["input_dim"]) if manifest is not None else datamodule.input_dim
 
     def after_fit(self) -> None:
         if self.config_init[self.subcommand].get("test_after_fit") and not self.trainer.fast_dev_run:
@@ -136,6 +155,21 @@ def refuse_empty_training(trainer: Namespace) -> None:
                 f"--trainer.{name} 0 trains nothing, and the test accuracy and quantization report would describe "
                 f"an untrained model. Set {name} >= 1 (or use `validate`/`test` with --ckpt_path)."
             )
+
+
+def use_bundle_classes(config: Namespace, manifest: dict) -> None:
+    """Give a datamodule with a ``classes`` argument the bundle's classes when unset; refuse other classes."""
+    init_args = config.get("data", {}).get("init_args")
+    if init_args is None or "classes" not in init_args:
+        return
+    given, classes = init_args.get("classes"), list(manifest["classes"])
+    if given is None:
+        init_args["classes"] = classes
+    elif list(given) != classes:
+        raise ConfigError(
+            f"The bundle predicts classes ({', '.join(classes)}), --data.init_args.classes gives "
+            f"({', '.join(given)}). Leave classes unset, or pass [{','.join(classes)}]."
+        )
 
 
 def base_config_kwargs(subcommands: dict | None) -> dict:
@@ -157,6 +191,13 @@ def innermost(err: BaseException) -> BaseException:
     Expected `batch_size` >= 1, got 0.
     """
     while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def first_user_error(err: BaseException) -> QuantlightError | None:
+    """The outermost :class:`QuantlightError` in an exception's chain, if any."""
+    while err is not None and not isinstance(err, QuantlightError):
         err = err.__cause__ or err.__context__
     return err
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from errors import DataError
@@ -91,14 +91,17 @@ class PredictionWriter(BasePredictionWriter):
         self.written_path: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Checked before predicting, so a refused output costs no compute.
         if stage == "predict" and trainer.is_global_zero:
-            path = self._path(trainer)
-            if path.exists() and not self.overwrite:
-                raise DataError(
-                    f"Prediction output {path} already exists and is kept. Pass another "
-                    "--trainer.callbacks.output_path, or overwrite: true on the PredictionWriter."
-                )
+            self.check_output(trainer)
+
+    def check_output(self, trainer: Trainer) -> None:
+        """Refuse an existing output file unless ``overwrite``; checked before predicting: a refusal costs nothing."""
+        path = self._path(trainer)
+        if path.exists() and not self.overwrite:
+            raise DataError(
+                f"Prediction output {path} already exists and is kept. Pass another "
+                "--trainer.callbacks.output_path, or overwrite: true on the PredictionWriter."
+            )
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
         if not trainer.is_global_zero or not predictions:
@@ -110,15 +113,34 @@ class PredictionWriter(BasePredictionWriter):
         probabilities = torch.cat([p.float().cpu() for p in predictions])  # (N, C)
         if order is not None and len(order) == len(probabilities):
             probabilities = probabilities[torch.argsort(torch.as_tensor(order))]  # back to input order
-        datamodule = trainer.datamodule
+        self.write(trainer, trainer.datamodule, probabilities)
+
+    def write(
+        self,
+        trainer: Trainer,
+        datamodule: LightningDataModule | None,
+        probabilities: torch.Tensor,
+        names: list[str] | None = None,
+    ) -> Path:
+        """Write ``(N, C)`` probabilities of the datamodule's predict rows, in input order; return the file.
+
+        Args:
+            trainer: Decides the default output folder (its log dir).
+            datamodule: Gives ``classes`` and ``predict_rows`` when it has them.
+            probabilities: One row per predicted input.
+            names: Written as each row's text when the datamodule has no predict rows (e.g. image files).
+        """
         classes = list(getattr(datamodule, "classes", None) or range(probabilities.shape[1]))
         rows = getattr(datamodule, "predict_rows", None)
         lines = rows.lines if rows is not None else list(range(1, len(probabilities) + 1))
-        texts = rows.texts if rows is not None and self.include_text else None
+        texts = rows.texts if rows is not None else names
         skipped = [(bad.line, bad.reason) for bad in rows.bad] if rows is not None else []
-        records = prediction_records(probabilities, [str(c) for c in classes], lines, texts, skipped)
+        records = prediction_records(
+            probabilities, [str(c) for c in classes], lines, texts if self.include_text else None, skipped
+        )
         self.written_path = self._path(trainer)
         write_records(self.written_path, records, [str(c) for c in classes])
+        return self.written_path
 
     def _path(self, trainer: Trainer) -> Path:
         if self.output_path is not None:

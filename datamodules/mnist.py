@@ -204,3 +204,23 @@ class MNISTDataModule(InMemoryDataModule):
 
     def dataset(self, split: str) -> TensorBatchDataset:
         return self.datasets[split]
+
+    @property
+    def classes(self) -> list[str]:
+        """Label names in class-index order: the digits ``"0"`` to ``"9"``."""
+        return [str(digit) for digit in range(self.num_classes)]
+
+    def preprocessing(self) -> dict:
+        """How raw uint8 images become the model's input, as plain data (JSON-ready), for a deployable bundle:
+        ``(pixels / scale - mean) / std`` in float32, flattened row by row, as :func:`load_mnist_split` does.
+
+        >>> MNISTDataModule().preprocessing()["image_shape"]
+        [28, 28]
+        """
+        return {
+            "input": "image",
+            "image_shape": list(IMAGE_SHAPE),
+            "scale": 255.0,
+            "mean": MNIST_MEAN,
+            "std": MNIST_STD,
+        }

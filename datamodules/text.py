@@ -175,6 +175,18 @@ class TextDataModule(InMemoryDataModule):
                 self._fit_vectorizer()
         return self._vectorizer
 
+    def preprocessing(self) -> dict:
+        """How raw text becomes the model's input, as plain data (JSON-ready), for a deployable bundle.
+
+        The fitted vectorizer's state (settings, vocabulary, idf as a list) with the scikit-learn settings its
+        ``transform`` also depends on; ``quantization.features.featurizer`` rebuilds it without scikit-learn.
+        """
+        state = vectorizer_state(self.vectorizer)
+        if "idf" in state:
+            state["idf"] = state["idf"].tolist()  # float64 values: JSON keeps them exactly
+        state |= {"token_pattern": self.vectorizer.token_pattern, "norm": getattr(self.vectorizer, "norm", None)}
+        return {"input": "text", "vectorizer": state}
+
     def vectorize(self, texts: list[str]) -> scipy.sparse.csr_matrix:
         """``(N, input_dim)`` sparse vectors of ``texts`` from the fitted vectorizer."""
         return self.vectorizer.transform(texts).tocsr()
