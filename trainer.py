@@ -21,7 +21,12 @@ class QuantlightTrainer(Trainer):
     """Lightning's Trainer plus :meth:`quantize`, and :meth:`predict` from a bundle."""
 
     def quantize(
-        self, model: LightningModule, datamodule: LightningDataModule, ckpt_path: str | None = None
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        ckpt_path: str | None = None,
+        max_accuracy_drop: float | None = None,
+        objective: str | None = None,
     ) -> list[dict[str, Any]]:
         """Run the post-training quantization report on a checkpoint, without training.
 
@@ -31,13 +36,20 @@ class QuantlightTrainer(Trainer):
             model: The configured model; the checkpoint's weights go into a copy of its ``net``.
             datamodule: Data whose test split is measured (and train split calibrates).
             ckpt_path: The ``.ckpt`` written by ``fit``.
+            max_accuracy_drop: The accuracy budget (validation points) instead of the callback's.
+            objective: ``size``, ``latency_bs1`` or ``latency_bs<N>`` instead of the callback's.
         """
         if ckpt_path is None:
             raise CheckpointError("`quantize` needs a checkpoint: pass --ckpt_path <run>/checkpoints/best.ckpt.")
         callback = next((c for c in self.callbacks if isinstance(c, PostTrainingQuantization)), None)
+        callback = callback or PostTrainingQuantization()
+        try:
+            callback.set_budget(max_accuracy_drop, objective)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         datamodule.trainer = self
         datamodule.prepare_data()
-        return (callback or PostTrainingQuantization()).run(self, model, datamodule, ckpt_path)
+        return callback.run(self, model, datamodule, ckpt_path)
 
     def predict(
         self,

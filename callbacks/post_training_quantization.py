@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.best_checkpoint import best_checkpoint
+from callbacks.deployment import deployable, ship
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
 from errors import ConfigError, DataError
 from quantization import METHODS, QuantizationData, check_methods, check_quantizable, default_methods
@@ -32,7 +33,7 @@ from quantization.onnx_runtime import dense
 from quantization.pipeline import quantization_report
 from quantization.qat import check_qat_method
 from quantization.recommend import check_objective
-from quantization.report import report_markdown
+from quantization.report import end_to_end_markdown, report_markdown, write_report
 from storage.checkpoints import load_net_weights
 
 # The registry's names, so LightningCLI rejects a typo while parsing the config.
@@ -99,6 +100,13 @@ class PostTrainingQuantization(Callback):
         check_objective(objective, latency_batch_sizes)
         self.budget = Budget(max_accuracy_drop, objective, tuple(sensitivity))
 
+    def set_budget(self, max_accuracy_drop: float | None = None, objective: str | None = None) -> None:
+        """Change the accuracy budget or the objective (``None`` keeps it), checked as in ``__init__``."""
+        objective = self.budget.objective if objective is None else objective
+        check_objective(objective, self.measure.latency_batch_sizes)
+        drop = self.budget.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop
+        self.budget = Budget(drop, objective, self.budget.sensitivity)
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Refuse a model the methods cannot handle now, not after an hour of training.
         try:
@@ -146,6 +154,15 @@ class PostTrainingQuantization(Callback):
         rows, decision = quantization_report(
             net, candidates, batches, data, folder, self.measure, writer, trainer.global_step, val, self.budget
         )
+        if decision is not None and deployable(datamodule):
+            threads, run_time = self.measure.num_threads, self.measure.min_run_time_s
+            decision["deployment"] = ship(folder, rows, decision, net, datamodule, threads, run_time)
+            if decision["deployment"]:
+                write_report(rows, folder, decision)
+                if writer is not None:
+                    writer.add_text(
+                        "quant/end_to_end", end_to_end_markdown(decision["deployment"]), trainer.global_step
+                    )
         seconds = time.perf_counter() - start
         rank_zero_info(
             f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n"

@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -224,3 +225,11 @@ class MNISTDataModule(InMemoryDataModule):
             "mean": MNIST_MEAN,
             "std": MNIST_STD,
         }
+
+    def raw_test_inputs(self) -> np.ndarray:
+        """The official test images as stored, ``(N, 28, 28)`` uint8: what a deployed model is given."""
+        return read_image_file(str(self.raw_dir / _FILES["test"][0])).numpy()
+
+    def featurize_raw(self, images: np.ndarray) -> torch.Tensor:
+        """``(B, 28, 28)`` uint8 -> the ``(B, 784)`` inputs training used, by :func:`load_mnist_split`'s arithmetic."""
+        return torch.from_numpy(images).reshape(len(images), -1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)

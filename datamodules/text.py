@@ -28,6 +28,7 @@ from datamodules.text_splits import split_corpus, unknown_labels
 from datamodules.text_vectorizer import (
     SparseBatchDataset,
     VectorizerKind,
+    csr_to_torch,
     make_vectorizer,
     read_checkpoint_state,
     vectorizer_from_state,
@@ -186,6 +187,14 @@ class TextDataModule(InMemoryDataModule):
             state["idf"] = state["idf"].tolist()  # float64 values: JSON keeps them exactly
         state |= {"token_pattern": self.vectorizer.token_pattern, "norm": getattr(self.vectorizer, "norm", None)}
         return {"input": "text", "vectorizer": state}
+
+    def raw_test_inputs(self) -> list[str]:
+        """The test split's texts as read: what a deployed model is given."""
+        return self.split_rows("test").texts
+
+    def featurize_raw(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> the sparse ``(B, input_dim)`` batch training and ``predict`` use (scikit-learn's TF-IDF)."""
+        return csr_to_torch(self.vectorize(texts))
 
     def vectorize(self, texts: list[str]) -> scipy.sparse.csr_matrix:
         """``(N, input_dim)`` sparse vectors of ``texts`` from the fitted vectorizer."""

@@ -71,11 +71,45 @@ def decision_markdown(decision: Mapping[str, Any]) -> str:
         "",
         *(f"- {r['method']}: {r['why_not']}" for r in rec["runners_up"]),
     ]
+    if decision.get("deployment"):
+        lines += ["", end_to_end_markdown(decision["deployment"])]
     for method, entry in decision["sensitivity"].items():
         lines += ["", f"## Per-layer sensitivity: {method}", "", sensitivity_table(entry["layers"])]
         if "fallback" in entry:
             lines += ["", f"Fallback: {entry['fallback']['summary']}"]
     return "\n".join(lines) + "\n"
+
+
+def end_to_end_markdown(deployment: Mapping[str, Any]) -> str:
+    """Where the bundle is, and raw input to label per example for the fp32 checkpoint and the bundle.
+
+    >>> timing = {"end_to_end_ms": {"median": 0.96, "p90": 1.3}, "features_ms": {"median": 0.67, "p90": 0.9},
+    ...           "model_ms": {"median": 0.14, "p90": 0.2}, "features_share": 0.7}
+    >>> fast = {k: ({"median": v["median"] / 6, "p90": v["p90"] / 6} if k != "features_share" else 0.17)
+    ...         for k, v in timing.items()}
+    >>> print(end_to_end_markdown({"bundle": "b", "end_to_end": {"fp32 checkpoint": {"1": timing},
+    ...                                                          "bundle: x": {"1": fast}}}).splitlines()[-1])
+    | bundle: x | 1 | 160 / 217 | 112 (17%) | 23 | 6.00x |
+    """
+    lines = [
+        "## End to end: raw input to label",
+        "",
+        f"Deployable bundle: `{deployment['bundle']}` (`load_bundle(path).predict(...)`, or `predict --artifact`).",
+        "",
+        "| pipeline | batch | per example (us, median / p90) | features (share) | model | speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    timings = deployment["end_to_end"]
+    reference = next(iter(timings.values()))
+    for name, per_batch in timings.items():
+        for n, t in per_batch.items():
+            e2e, features, model = t["end_to_end_ms"], t["features_ms"]["median"], t["model_ms"]["median"]
+            speedup = reference[n]["end_to_end_ms"]["median"] / e2e["median"]
+            lines.append(
+                f"| {name} | {n} | {e2e['median'] * 1e3:.0f} / {e2e['p90'] * 1e3:.0f} | {features * 1e3:.0f} "
+                f"({t['features_share']:.0%}) | {model * 1e3:.0f} | {speedup:.2f}x |"
+            )
+    return "\n".join(lines)
 
 
 def sensitivity_table(layers: Sequence[Row]) -> str:

@@ -10,10 +10,14 @@ import torch
 from torch import nn
 
 from callbacks import PostTrainingQuantization
-from quantization import METHODS, QuantizationData
+from cli import main
+from datamodules import TextDataModule
+from quantization import METHODS, QuantizationData, load_artifact
+from quantization.bundle import load_bundle
 from quantization.decision import Budget
 from quantization.measure import MeasureSettings
 from quantization.pipeline import quantization_report
+from tests.helpers import text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1, 64), min_run_time_s=0.005)
 
@@ -66,7 +70,7 @@ def test_a_method_over_budget_gets_sensitivity_and_a_measured_fallback_row(repor
     assert [r["method"] for r in rows].index("int2_weight_only+fallback") == 2  # right after its method
     assert row["kept_fp32"] == fallback["keep_fp32"] and 0 < len(row["kept_fp32"]) < 3
     assert row["val_accuracy_delta"] == pytest.approx(-fallback["accuracy_drop"], abs=1e-9)
-    assert -2.5 <= row["val_accuracy_delta"] and row["base_method"] == "int2_weight_only"
+    assert row["val_accuracy_delta"] >= -2.5 and row["base_method"] == "int2_weight_only"
     assert by_name["int2_weight_only"]["size_bytes"] < row["size_bytes"] < by_name["fp32"]["size_bytes"]
 
 
@@ -108,3 +112,29 @@ def test_no_budget_no_decision(tmp_path):
 def test_budget_and_objective_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PostTrainingQuantization(**kwargs)
+
+
+@pytest.mark.slow
+def test_fit_writes_a_bundle_of_the_recommendation_and_times_it_end_to_end(tmp_path):
+    corpus = write_text_corpus(tmp_path / "corpus.csv", n=160)
+    quant = [
+        "--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[onnx_dynamic_int8]",
+        "--trainer.callbacks.latency_batch_sizes=[1]", "--trainer.callbacks.min_run_time_s=0.01",
+        "--trainer.callbacks.max_accuracy_drop=100", "--trainer.callbacks.objective=size",
+    ]  # fmt: skip
+    assert main(["fit", *text_args(corpus, tmp_path, "--trainer.max_epochs", "2"), *quant]) is None
+    folder = tmp_path / "text_mlp" / "version_0" / "quantization"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["recommendation"]["method"] == "onnx_dynamic_int8"  # 4x smaller, and any loss is within 100 points
+    deployment = report["deployment"]
+    assert deployment["bundle"] == str(folder / "bundle") and deployment["method"] == "onnx_dynamic_int8"
+    assert set(deployment["end_to_end"]) == {"fp32 checkpoint", "bundle: onnx_dynamic_int8"}
+    assert "## End to end: raw input to label" in (folder / "report.md").read_text()
+
+    # The bundle, from raw texts, labels the test split as the report's artifact does in process.
+    dm = TextDataModule(path=str(corpus), max_features=None)
+    dm.load_state_dict(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["TextDataModule"])
+    texts = dm.raw_test_inputs()
+    runner = load_artifact(folder / "onnx_dynamic_int8.onnx")
+    expected = [dm.classes[i] for i in runner.logits(dm.featurize_raw(texts).to_dense()).argmax(1).tolist()]
+    assert load_bundle(folder / "bundle").predict(texts) == expected

@@ -1,0 +1,87 @@
+"""After the report: the recommended row as a deployable bundle in ``<run>/quantization/bundle/``, and its
+end-to-end latency (raw input to label) beside the fp32 checkpoint's path, measured side by side.
+
+Lightning glue around ``quantization.bundle``: the datamodule supplies what the bundle needs
+(``preprocessing()``, ``classes``) and what end to end starts from (``raw_test_inputs()``, and
+``featurize_raw`` for the checkpoint's own path: scikit-learn's TF-IDF, or the image normalization).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from quantization.bundle import end_to_end_latency, load_bundle, write_bundle
+from quantization.machine import machine_info
+from quantization.registry import Artifact
+
+_E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
+_CARD_KEYS = ("size_bytes", "size_ratio", "accuracy", "accuracy_delta", "val_accuracy_delta", "latency_ms", "speedup")
+
+
+class CheckpointPath:
+    """The fp32 checkpoint's way from raw input to label: the datamodule's own featurizing, then the net."""
+
+    def __init__(self, datamodule: LightningDataModule, net: nn.Module) -> None:
+        self.featurize, self.classes, self.net = datamodule.featurize_raw, datamodule.classes, net
+
+    def features(self, inputs: Any) -> torch.Tensor:
+        return self.featurize(inputs)
+
+    def run(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net(features).softmax(dim=-1)  # (B, num_classes), as predict_step returns
+
+    def predict(self, inputs: Any) -> list[str]:
+        return [self.classes[i] for i in self.run(self.features(inputs)).argmax(dim=1).tolist()]
+
+
+def deployable(datamodule: LightningDataModule | None) -> bool:
+    """Whether the datamodule can describe its preprocessing for a bundle."""
+    return all(hasattr(datamodule, name) for name in ("preprocessing", "classes", "raw_test_inputs", "featurize_raw"))
+
+
+def ship(
+    folder: Path,
+    rows: list[dict[str, Any]],
+    decision: dict[str, Any],
+    net: nn.Module,
+    datamodule: LightningDataModule,
+    num_threads: int,
+    min_run_time_s: float,
+) -> dict[str, Any] | None:
+    """Bundle the recommended row into ``folder / "bundle"`` and time it end to end against the checkpoint.
+
+    Returns:
+        ``{"bundle": path, "method": ..., "end_to_end": {pipeline: {batch: figures}}}``, or ``None`` (with a
+        warning) when the recommended artifact cannot be bundled (a torch artifact that needs its model class).
+    """
+    rec = decision["recommendation"]
+    row = next(r for r in rows if r["method"] == rec["method"])
+    path = folder / row["artifact"]
+    artifact = Artifact(row["base_method"], path.read_bytes(), path.suffix, name=row["method"])
+    card = {
+        "method": row["method"],
+        "summary": rec["reason"],
+        "budget": {"max_accuracy_drop": rec["max_accuracy_drop"], "objective": rec["objective"]},
+        "settings": row.get("settings", {}),
+        **{key: row[key] for key in _CARD_KEYS if key in row},
+        "machine": machine_info(),
+    }
+    try:
+        bundle = write_bundle(folder / "bundle", artifact, net, datamodule.preprocessing(), datamodule.classes, card)
+    except ValueError as err:
+        rank_zero_warn(f"No deployable bundle written: {err}")
+        return None
+    inputs = datamodule.raw_test_inputs()[:_E2E_EXAMPLES]
+    pipelines = {
+        "fp32 checkpoint": CheckpointPath(datamodule, net),
+        f"bundle: {row['method']}": load_bundle(bundle, num_threads),
+    }
+    timings = end_to_end_latency(pipelines, inputs, (1,), num_threads, min_run_time_s)
+    return {"bundle": str(bundle), "method": row["method"], "end_to_end": timings}
