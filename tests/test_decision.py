@@ -17,7 +17,7 @@ from quantization.bundle import load_bundle
 from quantization.decision import Budget
 from quantization.measure import MeasureSettings
 from quantization.pipeline import quantization_report
-from tests.helpers import text_args, write_text_corpus
+from tests.helpers import checkpoint_callback_args, cli_error, mnist_args, text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1, 64), min_run_time_s=0.005)
 
@@ -138,3 +138,21 @@ def test_fit_writes_a_bundle_of_the_recommendation_and_times_it_end_to_end(tmp_p
     runner = load_artifact(folder / "onnx_dynamic_int8.onnx")
     expected = [dm.classes[i] for i in runner.logits(dm.featurize_raw(texts).to_dense()).argmax(1).tolist()]
     assert load_bundle(folder / "bundle").predict(texts) == expected
+
+
+@pytest.mark.slow
+def test_quantize_takes_its_own_budget_and_objective(mnist_root, tmp_path, capsys):
+    quant = [
+        "--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[fp16]",
+        "--trainer.callbacks.latency_batch_sizes=[1]", "--trainer.callbacks.min_run_time_s=0.01",
+    ]  # fmt: skip
+    args = mnist_args(mnist_root, tmp_path, *checkpoint_callback_args(tmp_path), *quant)
+    assert main(["fit", *args, "--trainer.max_epochs", "1", "--test_after_fit", "false"]) is None
+    best = str(tmp_path / "ckpt" / "best.ckpt")
+    assert main(["quantize", *args, "--ckpt_path", best, "--objective", "size", "--max_accuracy_drop", "100"]) is None
+    report = json.loads((tmp_path / "mnist_logistic" / "version_1" / "quantization" / "report.json").read_text())
+    assert report["recommendation"]["objective"] == "size" and report["recommendation"]["method"] == "fp16"
+    err = cli_error(capsys, "quantize", *args, "--ckpt_path", best, "--objective", "latency_bs64")
+    assert err.splitlines()[-1] == (
+        "error: Expected `objective` to be size or latency_bs<N>, N a measured batch size (1), got 'latency_bs64'."
+    )

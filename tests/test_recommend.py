@@ -70,7 +70,7 @@ def test_fp32_when_every_method_is_over_budget():
     assert result["method"] == "fp32"
     assert result["reason"] == (
         "fp32: 3 of 4 methods lose more than 0 points on validation and fp16, the only one within budget, "
-        "is not faster than fp32 (0.789 ms at batch 1)."
+        "is not clearly faster than fp32 (0.789 ms at batch 1)."
     )
     only_over = [r for r in ROWS if r["method"] != "fp16"]
     assert recommend(only_over, 0.0, "size")["reason"] == (
@@ -82,7 +82,7 @@ def test_fp32_when_nothing_within_budget_beats_it():
     rows = [row("fp32", 1000, 0.5, 5.0, 0.0), row("fp16", 600, 0.6, 6.0, 0.0), row("bf16", 600, 0.7, 7.0, 0.0)]
     result = recommend(rows, 1.0, "latency_bs1")
     assert result["method"] == "fp32"
-    assert result["reason"] == "fp32: none of the 2 within budget is faster than fp32 (0.500 ms at batch 1)."
+    assert result["reason"] == "fp32: none of the 2 within budget is clearly faster than fp32 (0.500 ms at batch 1)."
     assert result["runners_up"][0] == {"method": "fp16", "why_not": "1.2x slower at batch 1 (0.600 vs 0.500 ms)"}
 
 
@@ -159,3 +159,15 @@ def test_recommends_from_measured_rows():
 
     assert result["method"] == min(rows, key=lambda r: r["size_bytes"])["method"] == "int4_weight_only"
     assert [r["method"] for r in result["runners_up"]] == ["weight_only_int8", "fp16", "fp32"]
+
+
+def test_a_latency_win_inside_timing_noise_does_not_beat_fp32():
+    rows = [row("fp32", 4000, 0.015, 0.4, 0.0), row("int4", 700, 0.011, 0.3, -0.04)]
+    rows[1]["latency_ms"]["1"]["p90"] = 0.018  # faster by median, but its p90 is above fp32's median
+    result = recommend(rows, 0.05, "latency_bs1")
+    assert result["method"] == "fp32"
+    assert result["runners_up"] == [
+        {"method": "int4", "why_not": "faster by median but not beyond noise (p90 0.018 vs fp32's median 0.015 ms)"}
+    ]
+    rows[1]["latency_ms"]["1"]["p90"] = 0.014
+    assert recommend(rows, 0.05, "latency_bs1")["method"] == "int4"
