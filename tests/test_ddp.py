@@ -52,7 +52,8 @@ def test_ddp_two_cpu_processes(mnist_root: Path, tmp_path: Path):
 
     # The report is written once, by rank zero, from the best checkpoint; rank one waited and wrote nothing.
     report = tmp_path / "mnist_logistic" / "version_0" / "quantization"
-    assert sorted(p.name for p in report.iterdir()) == ["dynamic_int8.pt", "fp32.pt", "report.json", "report.md"]
+    written = ["bundle", "dynamic_int8.pt", "fp32.pt", "report.json", "report.md"]  # bundle: the recommended row
+    assert sorted(p.name for p in report.iterdir()) == written
     assert (proc.stdout + proc.stderr).count("Quantization report (2 methods") == 1
     assert sorted(p.name for p in (tmp_path / "mnist_logistic").iterdir()) == ["version_0"]
 
