@@ -31,7 +31,8 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import csr_to_torch
 from modules import MLP
 from quantization import QuantizationData, quantize
-from quantization.bundle import end_to_end_latency, load_bundle, write_bundle
+from quantization.bundle import load_bundle, write_bundle
+from quantization.end_to_end import end_to_end_latency
 from quantization.machine import describe, machine_info
 from storage.checkpoints import load_net_weights, read_checkpoint
 

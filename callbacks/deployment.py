@@ -16,7 +16,8 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from quantization.bundle import end_to_end_latency, load_bundle, write_bundle
+from quantization.bundle import load_bundle, write_bundle
+from quantization.end_to_end import end_to_end_latency
 from quantization.machine import machine_info
 from quantization.registry import Artifact
 

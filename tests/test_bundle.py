@@ -22,7 +22,8 @@ from datamodules.text_vectorizer import make_vectorizer, vectorizer_state
 from modules import MLP, LogisticRegression
 from modules.mlp import mlp_body
 from quantization import METHODS, QuantizationData, quantize
-from quantization.bundle import MANIFEST, end_to_end_latency, load_bundle, write_bundle
+from quantization.bundle import MANIFEST, load_bundle, write_bundle
+from quantization.end_to_end import end_to_end_latency
 from quantization.features import TextFeaturizer, featurizer, read_idx_images, read_images
 from quantization.measure import predict
 from quantization.onnx_runtime import dense
