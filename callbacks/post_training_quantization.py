@@ -141,34 +141,51 @@ class PostTrainingQuantization(Callback):
         calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
         data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration)
         folder = Path(report_root(trainer)) / "quantization"
-        candidates = []
-        for name, settings in self.methods.items():
-            candidates.append(Candidate(name, settings))
-            if name in self.qat:
-                trained, info = fine_tune_qat(
-                    trainer, pl_module, datamodule, net, name, settings, self.qat[name], report_root(trainer)
-                )
-                candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
+        candidates = self.candidates(trainer, pl_module, datamodule, net)
         writer = tensorboard(trainer)
         val = validation_batches(datamodule)
         rows, decision = quantization_report(
             net, candidates, batches, data, folder, self.measure, writer, trainer.global_step, val, self.budget
         )
         if decision is not None and deployable(datamodule):
-            threads, run_time = self.measure.num_threads, self.measure.min_run_time_s
-            decision["deployment"] = ship(folder, rows, decision, net, datamodule, threads, run_time)
-            if decision["deployment"]:
-                write_report(rows, folder, decision)
-                if writer is not None:
-                    writer.add_text(
-                        "quant/end_to_end", end_to_end_markdown(decision["deployment"]), trainer.global_step
-                    )
+            self.deploy(folder, rows, decision, net, datamodule, writer, trainer.global_step)
         seconds = time.perf_counter() - start
         rank_zero_info(
             f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n"
             + report_markdown(rows, decision)
         )
         return rows
+
+    def candidates(
+        self, trainer: Trainer, pl_module: LightningModule, datamodule: LightningDataModule, net: nn.Module
+    ) -> list[Candidate]:
+        """One report row per method, each followed by its ``+qat`` row (QAT fine-tuned here) when configured."""
+        candidates = []
+        for name, settings in self.methods.items():
+            candidates.append(Candidate(name, settings))
+            if name in self.qat:
+                root = report_root(trainer)
+                trained, info = fine_tune_qat(trainer, pl_module, datamodule, net, name, settings, self.qat[name], root)
+                candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
+        return candidates
+
+    def deploy(
+        self,
+        folder: Path,
+        rows: list[dict[str, Any]],
+        decision: dict[str, Any],
+        net: nn.Module,
+        datamodule: LightningDataModule,
+        writer: SummaryWriter | None,
+        step: int,
+    ) -> None:
+        """Bundle the recommended row, time it end to end, and add both to the report and TensorBoard."""
+        timing = (self.measure.num_threads, self.measure.min_run_time_s)  # as the report's latency
+        decision["deployment"] = ship(folder, rows, decision, net, datamodule, *timing)
+        if decision["deployment"]:
+            write_report(rows, folder, decision)
+            if writer is not None:
+                writer.add_text("quant/end_to_end", end_to_end_markdown(decision["deployment"]), step)
 
 
 def load_net(pl_module: LightningModule, ckpt_path: str | None) -> nn.Module:
