@@ -132,8 +132,8 @@ def bundle_inputs(
         )
     try:
         images, names = read_images(inputs)
-    except ValueError as err:
-        raise DataError(str(err)) from err
+    except (ValueError, OSError) as err:  # OSError: unreadable, or not an image (PIL's UnidentifiedImageError)
+        raise DataError(f"{inputs}: {err}") from err
     expected = bundle.featurize.image_shape
     if images.shape[1:] != expected:
         raise DataError(

@@ -80,6 +80,8 @@ def ship(
         rank_zero_warn(f"No deployable bundle written: {err}")
         return None
     inputs = datamodule.raw_test_inputs()[:_E2E_EXAMPLES]
+    if len(inputs) == 0:
+        return {"bundle": str(bundle), "method": row["method"], "end_to_end": {}}
     pipelines = {
         "fp32 checkpoint": CheckpointPath(datamodule, net),
         f"bundle: {row['method']}": load_bundle(bundle, num_threads),

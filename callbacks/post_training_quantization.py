@@ -26,7 +26,7 @@ from callbacks.best_checkpoint import best_checkpoint
 from callbacks.deployment import deployable, ship
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
 from errors import ConfigError, DataError
-from quantization import METHODS, QuantizationData, check_methods, check_quantizable, default_methods
+from quantization import BASELINE, METHODS, QuantizationData, check_methods, check_quantizable, default_methods
 from quantization.decision import Budget
 from quantization.measure import Batch, Candidate, MeasureSettings
 from quantization.onnx_runtime import dense
@@ -59,8 +59,8 @@ class PostTrainingQuantization(Callback):
             per-layer sensitivity table and, when keeping its most sensitive layers in fp32 brings it
             within budget, a ``<method>+fallback`` row.
         objective: What the recommendation optimizes within the budget: ``size``, ``latency_bs1`` or
-            ``latency_bs<N>`` (one of ``latency_batch_sizes``).
-        sensitivity: Methods to report per-layer sensitivity for even when within budget.
+            ``latency_bs<N>`` (one of ``latency_batch_sizes``); ``None``: latency at the smallest of them.
+        sensitivity: Configured methods (not fp32) to report per-layer sensitivity for even when within budget.
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class PostTrainingQuantization(Callback):
         calibration_batches: int = 8,
         qat: dict[str, dict[str, Any]] | None = None,
         max_accuracy_drop: float = 0.5,
-        objective: str = "latency_bs1",
+        objective: str | None = None,
         sensitivity: Sequence[MethodName] = (),
     ) -> None:
         qat = qat or {}
@@ -97,7 +97,14 @@ class PostTrainingQuantization(Callback):
         self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
         self.calibration_batches = calibration_batches
         self.qat = {name: QATSettings.from_values(name, values) for name, values in qat.items()}
+        objective = objective or f"latency_bs{min(latency_batch_sizes)}"
         check_objective(objective, latency_batch_sizes)
+        unranked = [name for name in sensitivity if name not in self.methods or name == BASELINE]
+        if unranked:
+            raise ValueError(
+                f"Expected `sensitivity` among the configured quantization methods "
+                f"({', '.join(n for n in self.methods if n != BASELINE)}), got {unranked[0]!r}."
+            )
         self.budget = Budget(max_accuracy_drop, objective, tuple(sensitivity))
 
     def set_budget(self, max_accuracy_drop: float | None = None, objective: str | None = None) -> None:

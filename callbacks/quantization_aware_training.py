@@ -2,7 +2,7 @@
 
 A copy of the trained module, its Linear layers training through the target method's fake
 quantization (``quantization.qat``), is fine-tuned by a second, single-process ``Trainer`` in
-``<run>/qat/<method>/<source>/`` with its own ``checkpoints/best.ckpt`` and ``last.ckpt``: the live module is
+``<run>/qat/<method>/<source>/`` with its own ``checkpoints/last.ckpt``: the live module is
 never converted, so ``test --ckpt_path``, a second ``fit`` and DDP are unaffected. A run killed
 during QAT resumes it, bit for bit, from that ``last.ckpt`` when ``fit --ckpt_path`` re-enters.
 """
@@ -136,11 +136,15 @@ def fine_tune_qat(
         root: The run's folder: checkpoints and TensorBoard logs go in :func:`qat_folder` under it.
 
     Returns:
-        A plain fp32 copy of ``net`` with the QAT checkpoint of best validation accuracy (quantize it with
-        ``method`` to get exactly the model QAT validated), and row fields for the report.
+        A plain fp32 copy of ``net`` with the final QAT weights (quantize it with ``method`` to get exactly
+        the model QAT trained), and row fields for the report. The final epoch, not the best on validation:
+        the learning rate has annealed to 0 there, and the validation split stays an unbiased judge of the
+        ``+qat`` row against the accuracy budget.
     """
     folder = qat_folder(root, method, net, method_settings, qat)
     module = detached_copy(pl_module)
+    module._pending_rng_states = None  # a resumed main run's RNG states are not QAT's (QAT resumes its own)
+    torch.manual_seed(int(folder.name, 16))  # the same QAT draws (dropout) for the same source and settings
     module.net = prepare_qat(net, method, method_settings)
     module.fine_tuning = FineTuning(qat.lr_scale, qat.epochs)
     module._metric_attributes = None  # Lightning's cache of id(metric) -> name: the copy's metrics are new objects
@@ -148,7 +152,6 @@ def fine_tune_qat(
         if isinstance(metric, Metric):  # one process: never wait for ranks that sit at the main run's barrier
             metric.sync_on_compute = metric._to_sync = False
     checkpoints = folder / "checkpoints"
-    best = ModelCheckpoint(checkpoints, "best", monitor="val/acc", mode="max", enable_version_counter=False)
     last = ModelCheckpoint(checkpoints, "last", enable_version_counter=False)
     limits = {
         name: getattr(trainer, name)
@@ -160,7 +163,7 @@ def fine_tune_qat(
         devices=1,
         max_epochs=qat.epochs,
         logger=TensorBoardLogger(folder.parent, name="", version=folder.name, default_hp_metric=False),
-        callbacks=[best, last, *(c for c in trainer.callbacks if isinstance(c, RunsInQAT))],
+        callbacks=[last, *(c for c in trainer.callbacks if isinstance(c, RunsInQAT))],
         enable_progress_bar=trainer.progress_bar_callback is not None,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -173,6 +176,6 @@ def fine_tune_qat(
     finally:
         datamodule.trainer = trainer
     trained = copy.deepcopy(net)
-    trained.load_state_dict(load_net_weights(best.best_model_path, pl_module))
-    info = {"qat_epochs": qat.epochs, "qat_lr_scale": qat.lr_scale, "qat_checkpoint": best.best_model_path}
+    trained.load_state_dict(load_net_weights(resume, pl_module))
+    info = {"qat_epochs": qat.epochs, "qat_lr_scale": qat.lr_scale, "qat_checkpoint": str(resume)}
     return trained.eval(), info

@@ -184,8 +184,8 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
     try:
         featurize = featurizer(_read_bundle_json(folder, PREPROCESSING))
         runner = load_artifact(artifact, num_threads=num_threads)
-    except ValueError as err:  # e.g. a method this version does not have
-        raise CheckpointError(f"Bundle {folder} cannot be used: {err} Write the bundle again.") from err
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # an unknown method, a hand-edited file
+        raise CheckpointError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
     card = _read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
     return Bundle(folder, manifest, featurize, runner, card)
 

@@ -136,7 +136,9 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
         "objective": objective,
         "max_accuracy_drop": budget,
         "reason": reason,
-        "runners_up": [{"method": r["method"], "why_not": _why_not(r, chosen, budget, batch_size)} for r in others],
+        "runners_up": [
+            {"method": r["method"], "why_not": _why_not(r, chosen, budget, batch_size, beats_fp32(r))} for r in others
+        ],
     }
 
 
@@ -223,7 +225,7 @@ def _fp32_reason(
     return f"fp32: {lost}none of the {len(within_others)} within budget is {better} than fp32 ({target})."
 
 
-def _why_not(row: Row, chosen: Row, budget: float, batch_size: int | None) -> str:
+def _why_not(row: Row, chosen: Row, budget: float, batch_size: int | None, clearly_faster: bool = True) -> str:
     """One clause: over budget, worse on the objective, or lost a tie (larger, then less accurate)."""
     delta = row["val_accuracy_delta"]
     if delta < -budget - SLACK_POINTS:
@@ -237,9 +239,9 @@ def _why_not(row: Row, chosen: Row, budget: float, batch_size: int | None) -> st
         mine, theirs = row["latency_ms"][key]["median"], chosen["latency_ms"][key]["median"]
         worse, equal = f"{_times(theirs / mine, 'faster', 'slower')} at batch {batch_size}", "as fast"
         figures = f"({_ms(mine)} vs {_ms(theirs)} ms)"
-    if batch_size is not None and chosen["method"] == BASELINE and mine < theirs:
+    if batch_size is not None and row["method"] != BASELINE and not clearly_faster and mine < theirs:
         p90 = row["latency_ms"][str(batch_size)].get("p90", mine)
-        return f"faster by median but not beyond noise (p90 {_ms(p90)} vs fp32's median {_ms(theirs)} ms)"
+        return f"faster by median ({_ms(mine)} ms) but its p90 ({_ms(p90)} ms) is not under fp32's median: noise"
     if mine != theirs:
         return f"{worse} {figures}"
     if row["size_bytes"] != chosen["size_bytes"]:

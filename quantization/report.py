@@ -100,6 +100,8 @@ def end_to_end_markdown(deployment: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     timings = deployment["end_to_end"]
+    if not timings:
+        return "\n".join([*lines[:3], "No raw test inputs to time end to end."])
     reference = next(iter(timings.values()))
     for name, per_batch in timings.items():
         for n, t in per_batch.items():

@@ -106,8 +106,10 @@ def test_no_budget_no_decision(tmp_path):
         ({"objective": "latency_bs64"}, r"`objective` to be size or latency_bs<N>, N a measured batch size \(1, 256\)"),
         ({"objective": "speed"}, r"`objective` to be size, latency_bs1 or latency_bs<N>"),
         ({"max_accuracy_drop": -0.5}, r"max_accuracy_drop"),
+        ({"methods": ["fp16"], "sensitivity": ["int2_weight_only"]}, r"`sensitivity` among .* \(fp16\), got 'int2_"),
+        ({"sensitivity": ["fp32"]}, r"Expected `sensitivity` among the configured quantization methods .*got 'fp32'"),
     ],
-    ids=["unmeasured-batch", "unknown", "negative"],
+    ids=["unmeasured-batch", "unknown", "negative", "not-configured", "fp32"],
 )
 def test_budget_and_objective_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -156,3 +158,8 @@ def test_quantize_takes_its_own_budget_and_objective(mnist_root, tmp_path, capsy
     assert err.splitlines()[-1] == (
         "error: Expected `objective` to be size or latency_bs<N>, N a measured batch size (1), got 'latency_bs64'."
     )
+
+
+def test_the_default_objective_is_latency_at_the_smallest_measured_batch():
+    assert PostTrainingQuantization(latency_batch_sizes=[256, 64]).budget.objective == "latency_bs64"
+    assert PostTrainingQuantization().budget.objective == "latency_bs1"

@@ -100,10 +100,10 @@ def test_fit_with_qat_reports_it_beside_ptq_and_leaves_the_run_usable(mnist_root
     assert row["base_method"] == "int3_weight_only" and row["qat_epochs"] == 4
     assert row["settings"] == report[1]["settings"] == {"group_size": None, "scale": "mse", "fixed_exponent": 7}
 
-    # The +qat artifact is exactly the fake-quantized model QAT validated: its best checkpoint, quantized.
+    # The +qat artifact is exactly the fake-quantized model QAT trained: its final checkpoint, quantized.
     folder = qat_run_folder(run)
-    assert row["qat_checkpoint"] == str(folder / "checkpoints" / "best.ckpt")
-    qat_state = torch.load(folder / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert row["qat_checkpoint"] == str(folder / "checkpoints" / "last.ckpt")  # the final, annealed epoch
+    qat_state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     qat_net = prepare_qat(nn.Linear(784, 10), "int3_weight_only", METHODS["int3_weight_only"].make_settings(
         {"group_size": None, "scale": "mse"}))  # fmt: skip
     qat_net.load_state_dict({k.removeprefix("net."): v for k, v in qat_state.items()})

@@ -167,7 +167,19 @@ def test_a_latency_win_inside_timing_noise_does_not_beat_fp32():
     result = recommend(rows, 0.05, "latency_bs1")
     assert result["method"] == "fp32"
     assert result["runners_up"] == [
-        {"method": "int4", "why_not": "faster by median but not beyond noise (p90 0.018 vs fp32's median 0.015 ms)"}
+        {
+            "method": "int4",
+            "why_not": "faster by median (0.011 ms) but its p90 (0.018 ms) is not under fp32's median: noise",
+        }
     ]
     rows[1]["latency_ms"]["1"]["p90"] = 0.014
     assert recommend(rows, 0.05, "latency_bs1")["method"] == "int4"
+
+
+def test_a_noisy_runner_up_is_named_as_noise_even_when_another_row_wins():
+    rows = [row("fp32", 4000, 0.100, 1.0, 0.0), row("a", 1000, 0.050, 1.0, 0.0), row("b", 1000, 0.070, 1.0, 0.0)]
+    rows[1]["latency_ms"]["1"]["p90"] = 0.120  # a: fastest median, but its p90 is above fp32's median
+    result = recommend(rows, 0.5, "latency_bs1")
+    assert result["method"] == "b"
+    why = {r["method"]: r["why_not"] for r in result["runners_up"]}
+    assert why["a"] == "faster by median (0.050 ms) but its p90 (0.120 ms) is not under fp32's median: noise"
