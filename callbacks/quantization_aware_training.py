@@ -37,8 +37,9 @@ class QATSettings:
     Args:
         epochs: Fine-tuning epochs, starting from the best checkpoint.
         lr_scale: The recipe's optimizer runs at this fraction of its learning rate, cosine-annealed to
-            0 over ``epochs``. 1/8 (0.125): on MNIST 3-bit per channel, 1/4 and 1/2 oscillate around
-            the quantization grid and end 0.2-0.5 points lower (``benchmarks/qat.py``).
+            0 over ``epochs``. 1/8 (0.125): on MNIST 3-bit per channel (2 seeds, 10 epochs), 1/4 and 1/2
+            of AdamW's 4e-3 ended 0.1-0.5 points lower, weights hopping between grid points; compare
+            with ``python benchmarks/qat.py --lr-scale 0.25``.
     """
 
     epochs: int = 10
