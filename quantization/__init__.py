@@ -58,9 +58,7 @@ def quantize(
     """
     check_methods([method])
     spec = METHODS[method]
-    if settings is None or isinstance(settings, Mapping):
-        settings = spec.make_settings(settings)
-    return spec.quantize(model, settings, data)
+    return spec.quantize(model, spec.settings_of(settings), data)
 
 
 def check_quantizable(model: nn.Module, names: list[str]) -> None:

@@ -76,13 +76,13 @@ def decide(
     extra: list[Candidate] = []
     several_layers = len(linear_layers(model)) > 1
     for row in rows:
-        method = row["base_method"]
-        if not (over_budget(row, budget) or (row["method"] == method and method in budget.sensitivity)):
+        method, over = row["base_method"], over_budget(row, budget)
+        if not (over or (row["method"] == method and method in budget.sensitivity)):
             continue
         method_settings = METHODS[method].make_settings(row["settings"])
         layers = layer_sensitivity(model, method, method_settings, data, val_batches, settings.num_threads)
         entry: dict[str, Any] = {"layers": layers}
-        if over_budget(row, budget) and several_layers:
+        if over and several_layers:
             found = fallback(
                 model,
                 method,
@@ -98,7 +98,7 @@ def decide(
                 info = {"kept_fp32": found["keep_fp32"], "kept_weight_fraction": found["kept_weight_fraction"]}
                 keep = frozenset(found["keep_fp32"])
                 extra.append(Candidate(method, method_settings, f"{method}{FALLBACK}", keep_fp32=keep, info=info))
-        elif over_budget(row, budget):
+        elif over:
             entry["fallback"] = {"fits": False, "summary": f"{method}: one Linear layer, so no layer can stay fp32."}
         sensitivity[row["method"]] = entry
     if extra:

@@ -116,12 +116,19 @@ def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
     return torch.cat(rows)[:n]
 
 
-def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
-    """Predicted classes over all ``batches`` and their accuracy (torchmetrics, micro)."""
+def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
+    """``(N, num_classes)`` fp32 logits over all ``batches`` (fed as given) and their accuracy (torchmetrics, micro)."""
+    if not batches:
+        raise ValueError("Expected at least one (x, y) batch to evaluate on, got none.")
     logits = torch.cat([runner.logits(x) for x, _ in batches])  # (N, num_classes)
     labels = torch.cat([y for _, y in batches])
-    accuracy = multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro")
-    return logits.argmax(dim=1), float(accuracy)
+    return logits, float(multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro"))
+
+
+def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
+    """Predicted classes over all ``batches`` and their accuracy (:func:`evaluate`)."""
+    logits, accuracy = evaluate(runner, batches)
+    return logits.argmax(dim=1), accuracy
 
 
 def measure_artifact(
@@ -130,10 +137,12 @@ def measure_artifact(
     batches: Sequence[Batch],
     inputs: dict[int, torch.Tensor],
     settings: MeasureSettings,
+    val_batches: Sequence[Batch] = (),
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """One report row (without the comparison to fp32) and the artifact's predictions.
 
-    The artifact is loaded back from its bytes, as a user loads it (``model``: the fp32 model it came from).
+    The artifact is loaded back from its bytes, as a user loads it (``model``: the fp32 model it came from);
+    with ``val_batches`` the row also gets ``val_accuracy``.
     """
     runner = METHODS[artifact.method].load(artifact.data, model, settings.num_threads)
     predictions, accuracy = predict(runner, batches)
@@ -148,6 +157,8 @@ def measure_artifact(
         "threads": settings.num_threads,
         **artifact.info,
     }
+    if val_batches:
+        row["val_accuracy"] = evaluate(runner, val_batches)[1]
     return row, predictions
 
 
@@ -207,10 +218,7 @@ def measure_methods(
         method_data = dataclasses.replace(data, keep_fp32=candidate.keep_fp32)
         artifact = METHODS[candidate.method].quantize(source, method_settings, method_data)
         artifact = dataclasses.replace(artifact, name=candidate.name)
-        row, predictions = measure_artifact(artifact, source, batches, inputs, settings)
-        if val_batches:
-            runner = METHODS[artifact.method].load(artifact.data, source, settings.num_threads)
-            row["val_accuracy"] = predict(runner, val_batches)[1]
+        row, predictions = measure_artifact(artifact, source, batches, inputs, settings, val_batches)
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
         row |= dict(candidate.info)
         if candidate.label == BASELINE:

@@ -117,6 +117,10 @@ class Method:
             )
         return self.settings(**(values or {}))
 
+    def settings_of(self, settings: Mapping[str, Any] | Any | None) -> Any:
+        """The settings dataclass from itself, plain values (:meth:`make_settings`) or ``None`` (the defaults)."""
+        return self.make_settings(settings) if settings is None or isinstance(settings, Mapping) else settings
+
 
 METHODS: dict[str, Method] = {}
 

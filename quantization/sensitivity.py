@@ -15,14 +15,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.functional.classification import multiclass_accuracy
 
+from quantization.measure import Batch, evaluate
 from quantization.onnx_runtime import dense
 from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop
-from quantization.registry import BASELINE, METHODS, QuantizationData, Runner, check_methods
+from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
 from quantization.swap import linear_layers
-
-Batch = tuple[torch.Tensor, torch.Tensor]  # (B, input_dim) features, dense or sparse; (B,) labels
 
 
 def sqnr_db(reference: torch.Tensor, logits: torch.Tensor) -> float:
@@ -44,22 +42,15 @@ def sqnr_db(reference: torch.Tensor, logits: torch.Tensor) -> float:
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
-    """``(N, num_classes)`` fp32 logits over all ``batches`` (densified, as a deployed model receives
-    them) and their accuracy (torchmetrics, micro), as :mod:`quantization.measure` scores a row."""
-    if not batches:
-        raise ValueError("Expected at least one (x, y) batch to evaluate on, got none.")
-    logits = torch.cat([runner.logits(dense(x)) for x, _ in batches])
-    labels = torch.cat([y for _, y in batches])
-    return logits, float(multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro"))
-
-
 def _settings(method: str, settings: Any) -> Any:
     """The method's settings dataclass from itself, plain values or ``None`` (its defaults)."""
     check_methods([method])
-    if settings is None or isinstance(settings, Mapping):
-        return METHODS[method].make_settings(settings)
-    return settings
+    return METHODS[method].settings_of(settings)
+
+
+def _dense(batches: Sequence[Batch]) -> list[Batch]:
+    """The batches with dense inputs, as a deployed model receives them; converted once per ranking."""
+    return [(dense(x), y) for x, y in batches]
 
 
 def _run(
@@ -74,7 +65,7 @@ def _run(
     """Quantize ``model`` but ``keep_fp32``, load the artifact back from its bytes and evaluate it."""
     kept = dataclasses.replace(data, keep_fp32=frozenset(keep_fp32))
     artifact = METHODS[method].quantize(model, settings, kept)
-    return evaluate(METHODS[method].load(artifact.data, model, num_threads), batches)
+    return evaluate(METHODS[method].load(artifact.data, model, num_threads), batches)  # batches: dense
 
 
 def _reference(
@@ -109,7 +100,7 @@ def layer_sensitivity(
         One row per layer: ``layer``, ``parameters`` (its weight count), ``accuracy``, ``accuracy_drop``
         (fp32's accuracy minus this one, in points: positive is worse) and ``sqnr_db`` of the logits.
     """
-    settings = _settings(method, settings)
+    settings, batches = _settings(method, settings), _dense(batches)
     layers = linear_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to rank.")
@@ -171,7 +162,7 @@ def fallback(
         ``tried`` (per step: ``keep_fp32``, ``accuracy``, ``accuracy_drop``) and a one-sentence ``summary``.
     """
     budget = check_max_accuracy_drop(max_accuracy_drop)
-    settings = _settings(method, settings)
+    settings, batches = _settings(method, settings), _dense(batches)
     layers = linear_layers(model)
     ranked = [row["layer"] for row in most_sensitive_first(sensitivity_rows)]
     if sorted(ranked) != sorted(layers):
