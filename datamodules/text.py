@@ -32,6 +32,7 @@ from datamodules.text_vectorizer import (
     make_vectorizer,
     read_checkpoint_state,
     vectorizer_from_state,
+    vectorizer_json_state,
     vectorizer_state,
     vocabulary_size,
 )
@@ -177,16 +178,8 @@ class TextDataModule(InMemoryDataModule):
         return self._vectorizer
 
     def preprocessing(self) -> dict:
-        """How raw text becomes the model's input, as plain data (JSON-ready), for a deployable bundle.
-
-        The fitted vectorizer's state (settings, vocabulary, idf as a list) with the scikit-learn settings its
-        ``transform`` also depends on; ``quantization.features.featurizer`` rebuilds it without scikit-learn.
-        """
-        state = vectorizer_state(self.vectorizer)
-        if "idf" in state:
-            state["idf"] = state["idf"].tolist()  # float64 values: JSON keeps them exactly
-        state |= {"token_pattern": self.vectorizer.token_pattern, "norm": getattr(self.vectorizer, "norm", None)}
-        return {"input": "text", "vectorizer": state}
+        """How raw text becomes the model's input, as plain data (JSON-ready), for a deployable bundle."""
+        return {"input": "text", "vectorizer": vectorizer_json_state(self.vectorizer)}
 
     def raw_test_inputs(self) -> list[str]:
         """The test split's texts as read: what a deployed model is given."""

@@ -59,6 +59,16 @@ def vectorizer_state(vectorizer: CountVectorizer) -> dict:
     return state
 
 
+def vectorizer_json_state(vectorizer: CountVectorizer) -> dict:
+    """:func:`vectorizer_state` as JSON-ready data (idf as a list: float64 values, kept exactly), with the
+    scikit-learn settings ``transform`` also depends on (``token_pattern``, ``norm``):
+    ``quantization.features.featurizer`` rebuilds the vectorizer from it without scikit-learn."""
+    state = vectorizer_state(vectorizer)
+    if "idf" in state:
+        state["idf"] = state["idf"].tolist()
+    return state | {"token_pattern": vectorizer.token_pattern, "norm": getattr(vectorizer, "norm", None)}
+
+
 def vectorizer_from_state(state: dict, source: str) -> CountVectorizer:
     """Rebuild the fitted vectorizer saved by :func:`vectorizer_state`; ``source`` names it in errors."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "vocabulary" not in state:
