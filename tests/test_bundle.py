@@ -403,4 +403,4 @@ def test_predict_arguments_that_do_not_go_together(text_run, tmp_path, capsys, e
 def test_text_bundle_with_an_image_config_is_a_one_line_error(text_run, mnist_root, tmp_path, capsys):
     _, _, bundle = text_run
     err = cli_error(capsys, "predict", *mnist_args(mnist_root, tmp_path), "--artifact", str(bundle))
-    assert "reads text, but MNISTDataModule gives no texts to predict" in err
+    assert "The bundle reads text (" in err and "datamodules.MNISTDataModule, reads images." in err
