@@ -21,8 +21,10 @@ test: $(STAMP)  ## lint, then the whole test suite (extra pytest flags in ARGS)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)  ## every benchmark script, printing figures and ratios
-	for b in benchmarks/*.py; do $(PY) $$b $(ARGS) || exit 1; done
+BENCHMARKS := $(filter-out benchmarks/timing.py,$(wildcard benchmarks/*.py))
+
+bench: $(STAMP)  ## every benchmark script, printing figures and ratios (ARGS=--quick: each on tiny settings)
+	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b $(ARGS) || exit 1; done
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from benchmarks.quantization import sparse_rows, text_mlp
+from benchmarks.timing import fit_checkpoint
 from datamodules import MNISTDataModule
 from quantization import METHODS, QuantizationData, quantize
 from quantization.measure import MeasureSettings, measure_methods
@@ -87,11 +89,22 @@ def sweep(layer: nn.Linear, mlp: nn.Module, images: torch.Tensor, labels: torch.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", type=Path, required=True, help="a trained LogisticRegression checkpoint")
+    parser.add_argument(
+        "--ckpt", type=Path, help="a trained LogisticRegression checkpoint (default: trained now with the MNIST config)"
+    )
     parser.add_argument("--data-dir", default="data", help="torchvision root holding MNIST/raw/*-ubyte")
     parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads while timing")
     parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per method and batch size")
+    parser.add_argument("--quick", action="store_true", help="1 training epoch and 0.01 s of timed calls per figure")
     args = parser.parse_args()
+    if args.quick:
+        args.min_run_time_s = 0.01
+    if args.ckpt is None:
+        epochs = ["--trainer.max_epochs", "1"] if args.quick else []
+        folder = tempfile.TemporaryDirectory()
+        args.ckpt = fit_checkpoint(
+            "configs/mnist_logistic.yaml", folder.name, "--data.data_dir", args.data_dir, *epochs
+        )
     torch.set_num_threads(args.num_threads)
 
     datamodule = MNISTDataModule(args.data_dir, download=False, batch_size=1024)

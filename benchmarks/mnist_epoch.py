@@ -1,6 +1,6 @@
 """Seconds per training epoch on MNIST: seed-style loop vs in-memory loop vs Quantlight's fit.
 
-    python benchmarks/mnist_epoch.py --data-dir ../shared/data
+    python benchmarks/mnist_epoch.py [--data-dir data] [--quick]
 
 (a) plain PyTorch with torchvision per-item ``ToTensor + Normalize`` (how the seed trained),
 (b) plain PyTorch over in-memory tensors (``randperm`` + index: the floor for this model),
@@ -68,11 +68,14 @@ def quantlight_epochs(data_dir: str, batch_size: int, epochs: int) -> list[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/raw/*-ubyte")
+    parser.add_argument("--data-dir", default="data", help="torchvision root holding MNIST/raw/*-ubyte")
     parser.add_argument("--batch-size", type=int, default=1024, help="the config's batch size")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed-epochs", type=int, default=1, help="epochs of the slow seed-style loop")
+    parser.add_argument("--quick", action="store_true", help="1 epoch of each loop")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs = args.seed_epochs = 1
     torch.manual_seed(0)
 
     data, bs, epochs = args.data_dir, args.batch_size, args.epochs
@@ -84,6 +87,8 @@ def main() -> None:
     # The first Quantlight epoch also builds loaders and warms up; report the median epoch for all.
     title = f"MNIST logistic regression, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
     a, b, c = print_epochs(title, results)
+    if args.quick:
+        print("  (--quick: one epoch of each, warm-up included: the ratios below are not the benchmark's figures)")
     print(f"  Quantlight / seed-style: {c / a:.3f}  (target <= 0.100)")
     print(f"  Quantlight / in-memory:  {c / b:.2f}   (target <= 2.00)")
 

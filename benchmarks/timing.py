@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
@@ -47,12 +48,19 @@ def fit_epochs(config: str, *overrides: str) -> list[float]:
 
 def fit_run(config: str, *overrides: str) -> tuple[list[float], int]:
     """:func:`fit_epochs`, and the epoch (from 0) of the best checkpoint."""
+    timer = EpochTimer()
     with tempfile.TemporaryDirectory() as out:
-        args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
-        cli = QuantlightCLI(args=args, run=False)
-        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-        timer = EpochTimer()
-        cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["epoch"]
+        best = torch.load(fit_checkpoint(config, out, *overrides, timer=timer), weights_only=True)["epoch"]
     return timer.epochs, best
+
+
+def fit_checkpoint(config: str, out: str, *overrides: str, timer: EpochTimer | None = None) -> Path:
+    """Train ``config`` (relative to the repository) as a user runs it, the quantization report left out (it
+    runs after training), into ``out``; its best checkpoint. ``timer`` times its epochs."""
+    config = str(Path(__file__).resolve().parents[1] / config)
+    cli = QuantlightCLI(args=["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides], run=False)
+    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
+    if timer is not None:
+        cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return Path(cli.trainer.checkpoint_callback.best_model_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,17 @@ from torch import nn
 from cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_path() -> Path:
+    """The offline data mirror (``QUANTLIGHT_MIRROR``, default ``../shared/data``); CI must have it, elsewhere
+    the tests that read it are skipped with a reason."""
+    path = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data"))
+    if not (path / "MNIST" / "raw").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the offline data mirror, not found at {path} (set QUANTLIGHT_MIRROR).")
+        pytest.skip(f"offline data mirror not found at {path}")
+    return path.resolve()
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
