@@ -86,7 +86,9 @@ class Row:
         )
 
 
-def run_recipe(configs: list[str], corpus: str, classes: list[str] | None, seed: int) -> _BenchCLI:
+def run_recipe(
+    configs: list[str], corpus: str, classes: list[str] | None, seed: int, overrides: list[str]
+) -> _BenchCLI:
     """``cli.py fit -c <configs> ...`` on ``corpus`` with split and training seed ``seed``; returns the finished CLI."""
     with tempfile.TemporaryDirectory() as out:
         args = ["fit", *(arg for config in configs for arg in ("-c", config))]
@@ -94,7 +96,7 @@ def run_recipe(configs: list[str], corpus: str, classes: list[str] | None, seed:
         keep = f"[{','.join(classes)}]" if classes else "null"
         args += ["--data.init_args.path", corpus, "--data.init_args.classes", keep]
         args += ["--trainer.logger.init_args.save_dir", out, "--trainer.default_root_dir", out]
-        args += ["--trainer.enable_model_summary", "false"]
+        args += ["--trainer.enable_model_summary", "false", *overrides]
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
@@ -121,7 +123,7 @@ def benchmark(name: str, corpus: str, classes: list[str] | None, args: argparse.
         rows["seed"] = Row("seed recipe")
     mismatch = False
     for seed in range(args.seeds):
-        recipe = run_recipe(args.recipe, corpus, classes, seed)
+        recipe = run_recipe(args.recipe, corpus, classes, seed, args.overrides)
         rows["recipe"].acc.append(100 * float(recipe.trainer.callback_metrics["test/acc"]))
         rows["recipe"].fit_s.append(recipe.fit_s)
         rows["recipe"].notes.append(f"{recipe.trainer.current_epoch} ep")
@@ -130,7 +132,7 @@ def benchmark(name: str, corpus: str, classes: list[str] | None, args: argparse.
         rows["lr"].fit_s.append(seconds)
         rows["lr"].notes.append(f"C={c:g}")
         if args.seed_recipe:
-            seed_run = run_recipe(args.seed_recipe, corpus, classes, seed)
+            seed_run = run_recipe(args.seed_recipe, corpus, classes, seed, args.overrides)
             rows["seed"].acc.append(100 * float(seed_run.trainer.callback_metrics["test/acc"]))
             rows["seed"].fit_s.append(seed_run.fit_s)
             rows["seed"].notes.append(f"{seed_run.trainer.current_epoch} ep")
@@ -181,7 +183,11 @@ def main() -> None:
     )
     parser.add_argument("--c-grid", nargs="+", type=float, default=[0.25, 0.5, 1, 2, 4, 8, 16])
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 is steadier on a shared CPU")
+    parser.add_argument("--quick", action="store_true", help="tweets-2, one seed, one epoch of the recommended recipe")
     args = parser.parse_args()
+    args.overrides = ["--trainer.max_epochs", "1"] if args.quick else []
+    if args.quick:
+        args.settings, args.seeds, args.c_grid, args.seed_recipe = ["tweets-2"], 1, [1.0], ["none"]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.seed_recipe == ["none"]:

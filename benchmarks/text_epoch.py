@@ -59,14 +59,18 @@ def main() -> None:
     parser.add_argument("--corpus", default="../shared/data/sentiment-tweets/tweets.csv")
     parser.add_argument("--classes", default="negative,positive", help="labels to keep, comma-separated")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of (a) and (b)")
+    parser.add_argument("--quick", action="store_true", help="one epoch of each loop, the recipe's included")
     args = parser.parse_args()
+    recipe_overrides = ["--trainer.max_epochs", "1"] if args.quick else []
+    if args.quick:
+        args.epochs = 1
     torch.manual_seed(0)
 
     classes, epochs = args.classes.split(","), args.epochs
     seed_recipe, _ = quantlight_run(
         "configs/text_mlp_seed.yaml", args.corpus, classes, "--trainer.max_epochs", str(epochs)
     )
-    recipe, best = quantlight_run("configs/text_mlp.yaml", args.corpus, classes)
+    recipe, best = quantlight_run("configs/text_mlp.yaml", args.corpus, classes, *recipe_overrides)
     results = {
         "(a) seed-style dense loop, batch 64": seed_style_epochs(args.corpus, classes, 64, epochs),
         "(b) fit, the seed's recipe (text_mlp_seed)": seed_recipe,
