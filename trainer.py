@@ -14,7 +14,7 @@ from callbacks.post_training_quantization import PostTrainingQuantization
 from callbacks.prediction_writer import PredictionWriter
 from errors import CheckpointError, ConfigError, DataError
 from quantization.bundle import Bundle, load_bundle
-from quantization.features import read_images
+from runtime import read_images
 
 
 class QuantlightTrainer(Trainer):

@@ -24,9 +24,9 @@ from modules.mlp import mlp_body
 from quantization import METHODS, QuantizationData, quantize
 from quantization.bundle import MANIFEST, load_bundle, write_bundle
 from quantization.end_to_end import end_to_end_latency
-from quantization.features import TextFeaturizer, featurizer, read_idx_images, read_images
 from quantization.measure import predict
 from quantization.onnx_runtime import dense
+from runtime import TextFeaturizer, featurizer, read_idx_images, read_images
 from storage.checkpoints import load_net_weights
 from tests.helpers import REPO, ResidualNet, cli_error, main, mnist_args, text_args, write_text_corpus
 
@@ -174,11 +174,13 @@ def test_bundle_predicts_what_its_artifact_predicts_from_raw_text(text_setup, me
     probabilities = bundle.predict_proba(texts)  # (N, 2), one call
     assert probabilities.shape == (len(texts), 2) and probabilities.dtype == np.float32
     assert [dm.classes[i] for i in probabilities.argmax(1)] == bundle.predict(texts)
+    shipped = ".onnx" if method == "fp32" else artifact.suffix  # fp32 ships as ONNX: the same weights, no torch
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [MANIFEST, f"{method}{artifact.suffix}", "preprocessing.json", "model_card.json", "model_card.md"]
+        [MANIFEST, f"{method}{shipped}", "preprocessing.json", "model_card.json", "model_card.md"]
     )
     card = json.loads((folder / "model_card.json").read_text())
-    assert card["method"] == method and card["accuracy"] == 0.5 and card["size_bytes"] == artifact.size_bytes
+    shipped_bytes = (folder / f"{method}{shipped}").stat().st_size
+    assert card["method"] == method and card["accuracy"] == 0.5 and card["shipped_bytes"] == shipped_bytes
     assert "| accuracy | 0.5 |" in (folder / "model_card.md").read_text()
 
 
@@ -351,7 +353,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1\. Write the bundle again with this version",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again with this version",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),
