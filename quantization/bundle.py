@@ -189,6 +189,14 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
         raise CheckpointError(str(err)) from err
 
 
+def add_to_card(folder: str | os.PathLike, figures: Mapping[str, Any]) -> None:
+    """Add figures measured after writing (e.g. a fresh process's footprint) to a bundle's model card."""
+    folder, manifest = read_manifest(folder)
+    card = runtime_bundle.read_bundle_json(folder, CARD_JSON) | dict(figures)
+    atomic_write(folder / CARD_JSON, _json_bytes(card))
+    atomic_write(folder / CARD_MD, model_card_markdown(card, int(manifest["input_dim"])).encode("utf-8"))
+
+
 def _previous_artifact_name(folder: Path) -> str | None:
     try:
         return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("artifact")

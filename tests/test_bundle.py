@@ -353,7 +353,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again with this version",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),
