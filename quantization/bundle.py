@@ -22,6 +22,7 @@ from torch import nn
 
 from errors import CheckpointError
 from quantization.artifacts import load_artifact
+from quantization.embedding_bag import table_rows
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
 from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
@@ -71,11 +72,17 @@ def write_bundle(
         )
     featurize = featurizer(preprocessing)
     artifact = shippable(artifact, featurize.input_dim, sparse_input=preprocessing.get("input") == "text")
-    runner = (
-        OrtRunner(artifact.data)
-        if artifact.suffix == ".onnx"
-        else METHODS[artifact.method].load(artifact.data, None, 1)
-    )
+    if artifact.suffix == ".onnx":
+        runner = OrtRunner(artifact.data)
+        rows = table_rows(artifact.data)
+        if rows is not None and rows != featurize.input_dim:
+            raise ValueError(
+                f"The artifact does not take the preprocessing's {featurize.input_dim} features per example (it "
+                f"reads term ids of a {rows}-term vocabulary). Bundle the preprocessing of the data the model was "
+                "trained on."
+            )
+    else:
+        runner = METHODS[artifact.method].load(artifact.data, None, 1)
     _check_fits(runner, featurize.input_dim, len(classes))
     folder = Path(folder)
     label = getattr(artifact, "label", artifact.method)  # the report row's name, e.g. int3_weight_only+qat

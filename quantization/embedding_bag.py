@@ -122,6 +122,13 @@ def to_sparse_input(
     return model.SerializeToString(), rows.kind
 
 
+def table_rows(data: bytes) -> int | None:
+    """The number of term rows a sparse-input ONNX artifact's first layer gathers from (its vocabulary's
+    size), or ``None`` for another model."""
+    graph = onnx.load_from_string(data).graph
+    return next((int(init.dims[0]) for init in graph.initializer if init.name == "bag.rows"), None)
+
+
 def _region(graph: onnx.GraphProto, x: str, target: str) -> list[onnx.NodeProto]:
     """The nodes between the input and ``target``: descendants of ``x`` that are ancestors of ``target``;
     refused unless nothing else reads ``x`` or any tensor of theirs but ``target``."""

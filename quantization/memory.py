@@ -4,7 +4,7 @@ bundle, the peak resident memory and load time of a fresh process that loads it 
 Held bytes are counted, not sampled: a torch artifact's rebuilt module (a weight-only int4 artifact that
 dequantizes at load holds fp32; ``dynamic_int8`` holds its packed int8 weights), an ONNX artifact's
 initializers as stored (int8 and 4-bit weights stay packed in ONNX Runtime, which repacks them for its
-kernels at about the same size). A process's peak RSS is measured (``getrusage``), with the interpreter.
+kernels at about the same size). A process's peak RSS is measured (Linux: ``VmHWM``), interpreter included.
 """
 
 from __future__ import annotations
@@ -60,8 +60,13 @@ start = time.perf_counter()
 loaded = time.perf_counter()
 {predict}
 done = time.perf_counter()
-import json, resource, sys
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+import json, sys
+try:  # this process's own high-water mark (getrusage's ru_maxrss also counts the parent it was forked from)
+    status = open("/proc/self/status").read()
+    peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+except (OSError, StopIteration):
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "lightning", "sklearn", "pytorch_lightning"}})
 print(json.dumps({{"import_load_s": loaded - start, "first_predict_s": done - loaded, "peak_rss_bytes": peak,
                    "heavy_modules": heavy}}))

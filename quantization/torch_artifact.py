@@ -219,10 +219,8 @@ class TorchRunner:
         if isinstance(first, EmbeddingBagLinear):
             return
         bag = EmbeddingBagLinear.from_weight(first.weight, first.bias)  # replaces the (H, D) weight: same memory
-        if stack:
-            self.module[0] = bag
-        else:
-            self.module = bag
+        # A plain Sequential: a subclass's own forward (e.g. one that densifies sparse batches) is not the stack's.
+        self.module = nn.Sequential(bag, *list(self.module)[1:]) if stack else bag
 
 
 def torch_method(
