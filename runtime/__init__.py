@@ -3,9 +3,12 @@
 It never imports torch, Lightning, scikit-learn or Quantlight's engine (``quantization/``, which writes
 bundles and may import this package, never the reverse); a test in a fresh process keeps it so.
 
->>> from runtime import load_bundle  # doctest: +SKIP
->>> load_bundle("runs/text_mlp/version_0/quantization/bundle").predict(["what a great day"])  # doctest: +SKIP
-['positive']
+Use::
+
+    from runtime import load_bundle
+
+    bundle = load_bundle("runs/text_mlp/version_0/quantization/bundle")
+    bundle.predict(["what a great day", "worst service ever"])  # ['positive', 'negative']
 """
 
 from .bundle import Bundle, BundleError, featurizer, load_bundle, read_manifest
