@@ -48,7 +48,8 @@ class Bag(NamedTuple):
             ids, weights = rows[0]
             n = len(ids)
             if n:
-                return cls(np.array([ids], np.int64), np.array([weights], np.float32), None)
+                ids_out = np.fromiter(ids, np.int64, n).reshape(1, n)
+                return cls(ids_out, np.fromiter(weights, np.float32, n).reshape(1, n), None)
         lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
         width = max(1, int(lengths.max(initial=0)))
         ids_out = np.zeros((len(rows), width), dtype=np.int64)
