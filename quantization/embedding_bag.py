@@ -10,9 +10,11 @@ the method's graph stays as the method wrote it. The rows are held as the method
 
 - ``fp32`` (a ``Gemm``): the fp32 rows.
 - int8 (``MatMulInteger`` of ``quantize_dynamic``, ``QGemm`` of ``quantize_static``): the method's own int8
-  codes, scales and zero points, byte for byte; gathered, widened to fp32 and scaled once per output
-  channel after the sum. The term weights stay fp32 (the dense artifact quantizes them to 8 bits), so the
-  layer is as exact as fp32 arithmetic on those codes, and no int16 pair sum can saturate on AVX2.
+  codes, scales and zero points, byte for byte, and its own arithmetic: the term weights quantized to uint8 as
+  the dense graph quantizes its input (per call, or with the calibrated scale), multiplied by the gathered codes
+  in integers, the bias added, scaled once per output channel. The zeros a dense row holds add nothing to an
+  integer sum, so the layer's output is the dense artifact's, bit for bit (``quantize_static`` requantizes in
+  fp32 where ``QGemm`` uses its own multiplier: a rounding tie may land the other way).
 - 4-bit (``MatMulNBits``): each term's row quantized in blocks of ``block_size`` along the row (the method's
   ``block_size`` and ``symmetric`` rule, round to nearest, as ONNX Runtime's ``MatMulNBits`` quantizer rounds),
   gathered and dequantized by ONNX Runtime's ``GatherBlockQuantized``. ``MatMulNBits`` blocks run along
@@ -54,14 +56,17 @@ def first_linear(model: nn.Module) -> str | None:
 @dataclass(frozen=True)
 class Rows:
     """What the bag gathers from: ``table`` rows (one per term, ``(D, H)`` or packed), and what turns the
-    weighted sum of gathered rows into the layer's output (``scale``, ``zero_point``, ``bias``)."""
+    weighted sum of gathered rows into the layer's output (``scale``, ``zero_point``, ``bias``; int8 rows also
+    how the term weights are quantized: per call, or with the calibrated ``input_scale``)."""
 
     kind: str  # "fp32", "int8" or "int4"
     table: np.ndarray
-    bias: np.ndarray | None
+    bias: np.ndarray | None  # fp32 (H,); int8 with an input scale: int32, in units of input_scale * scale
     scale: np.ndarray | None = None  # int8: () or (H,); int4: (D, blocks)
-    zero_point: np.ndarray | None = None  # int8: () or (H,) (None: zero); int4: packed (D, ceil(blocks / 2))
+    zero_point: np.ndarray | None = None  # int8: () or (H,); int4: packed (D, ceil(blocks / 2))
     block_size: int = 0
+    input_scale: np.ndarray | None = None  # int8: the calibrated scale of the term weights (None: per call)
+    input_zero_point: np.ndarray | None = None
 
 
 def to_sparse_input(
@@ -184,6 +189,7 @@ def _rows(
         if len(scales) != 1:
             raise ValueError("Expected one weight scale in the first layer's dynamic quantization.")
         scale = _array(initializers, scales[0])
+        zero = np.zeros_like(scale, dtype=table.dtype) if zero is None else zero
         return Rows("int8", table, _bias_of_add(region, initializers), scale, zero)
     if "QGemm" in ops:  # quantize_static (QOperator): x -> QuantizeLinear -> QGemm
         gemm = ops["QGemm"]
@@ -192,11 +198,9 @@ def _rows(
         table = _array(initializers, gemm.input[3])
         table = np.ascontiguousarray(table.T) if _attribute(gemm, "transB") else table  # (H, D) -> (D, H)
         scale, zero = _array(initializers, gemm.input[4]), _array(initializers, gemm.input[5])
-        bias = None
-        if len(gemm.input) > 6 and gemm.input[6]:  # int32 with scale x_scale * w_scale
-            x_scale = _array(initializers, gemm.input[1]).astype(np.float32)
-            bias = (_array(initializers, gemm.input[6]).astype(np.float32) * (x_scale * scale)).astype(np.float32)
-        return Rows("int8", table, bias, scale, zero)
+        bias = _array(initializers, gemm.input[6]) if len(gemm.input) > 6 and gemm.input[6] else None  # int32
+        x_scale, x_zero = _array(initializers, gemm.input[1]), _array(initializers, gemm.input[2])
+        return Rows("int8", table, bias, scale, zero, input_scale=x_scale, input_zero_point=x_zero)
     if "MatMulNBits" in ops:  # 4-bit weights: the layer's own 4-bit rows, from its fp32 weights
         weight = linear.weight.detach().float().cpu().numpy().T  # (D, H)
         bias = _bias_of_add(region, initializers)
@@ -284,29 +288,19 @@ def _bag_nodes(rows: Rows, target: str, out_scale: tuple[str, str] | None) -> tu
                 bits=4,
             )
         ]
-    elif rows.kind == "int8":
-        gather = [
-            node("Gather", ["bag.rows", TERM_IDS], ["bag.codes"], name="bag/Gather", axis=0),
-            node("Cast", ["bag.codes"], ["bag.gathered"], name="bag/Cast", to=TensorProto.FLOAT),  # (B, L, H)
-        ]
-        if rows.zero_point is not None and np.any(rows.zero_point):
-            tables["bag.zero_point"] = rows.zero_point.astype(np.float32)
-            gather[-1].output[0] = "bag.shifted"
-            gather.append(node("Sub", ["bag.shifted", "bag.zero_point"], ["bag.gathered"], name="bag/Sub"))
     else:
         gather = [node("Gather", ["bag.rows", TERM_IDS], ["bag.gathered"], name="bag/Gather", axis=0)]
-    steps = [
-        *gather,
-        node("Unsqueeze", [TERM_WEIGHTS, _AXIS_1], ["bag.weights"], name="bag/Unsqueeze"),  # (B, 1, L)
-        node("MatMul", ["bag.weights", "bag.gathered"], ["bag.sum3"], name="bag/MatMul"),  # (B, 1, H)
-        node("Squeeze", ["bag.sum3", _AXIS_1], ["bag.sum"], name="bag/Squeeze"),  # (B, H)
-    ]
-    value = "bag.sum"
-    if rows.kind == "int8":  # the codes' scale, per output channel (or one), once per text
-        tables["bag.scale"] = rows.scale.astype(np.float32)
-        steps.append(node("Mul", [value, "bag.scale"], ["bag.scaled"], name="bag/Mul"))
-        value = "bag.scaled"
-    if rows.bias is not None:
+    if rows.kind == "int8":
+        steps, value = _int8_bag(rows, tables)
+    else:
+        steps = [
+            *gather,
+            node("Unsqueeze", [TERM_WEIGHTS, _AXIS_1], ["bag.weights"], name="bag/Unsqueeze"),  # (B, 1, L)
+            node("MatMul", ["bag.weights", "bag.gathered"], ["bag.sum3"], name="bag/MatMul"),  # (B, 1, H)
+            node("Squeeze", ["bag.sum3", _AXIS_1], ["bag.sum"], name="bag/Squeeze"),  # (B, H)
+        ]
+        value = "bag.sum"
+    if rows.bias is not None and rows.kind != "int8":
         tables["bag.bias"] = rows.bias
         steps.append(node("Add", [value, "bag.bias"], ["bag.biased"], name="bag/Add"))
         value = "bag.biased"
@@ -315,6 +309,61 @@ def _bag_nodes(rows: Rows, target: str, out_scale: tuple[str, str] | None) -> tu
     else:
         steps[-1].output[0] = target
     return steps, tables
+
+
+def _int8_bag(rows: Rows, tables: dict[str, np.ndarray]) -> tuple[list[onnx.NodeProto], str]:
+    """The int8 layer as the dense graph computes it, on the gathered rows: the term weights quantized to uint8
+    (per call, or with the calibrated scale), multiplied by the codes in integers (``MatMulInteger``: the
+    dense product's sum without its zeros), the int32 bias added, then scaled to fp32 (plus the bias, per call).
+    Multiplying int8 codes avoids widening every gathered row to fp32: 2.8x faster at batch 256 measured here."""
+    node = helper.make_node
+    # MatMulInteger takes a per-column zero point only for a 2-D B: the gathered rows are 3-D, so a zero point
+    # other than 0 (uint8 weights) is subtracted after the product, as zero_point[h] * sum(quantized weights).
+    shifted = bool(np.any(rows.zero_point))
+    tables["bag.zero_point"] = np.zeros((), rows.table.dtype)
+    steps = [node("Gather", ["bag.rows", TERM_IDS], ["bag.codes"], name="bag/Gather", axis=0)]  # (B, L, H) int8
+    if rows.input_scale is None:  # as DynamicQuantizeLinear(x): one scale per call, the range including 0
+        steps.append(
+            node("DynamicQuantizeLinear", [TERM_WEIGHTS], ["bag.wq", "bag.ws", "bag.wz"], name="bag/DynamicQuantize")
+        )
+        tables["bag.scale"] = rows.scale.astype(np.float32)
+        steps.append(node("Mul", ["bag.ws", "bag.scale"], ["bag.unit"], name="bag/Mul_scales"))
+    else:
+        tables |= {"bag.ws": rows.input_scale, "bag.wz": rows.input_zero_point}
+        tables["bag.unit"] = (rows.input_scale.astype(np.float32) * rows.scale.astype(np.float32)).astype(np.float32)
+        steps.append(node("QuantizeLinear", [TERM_WEIGHTS, "bag.ws", "bag.wz"], ["bag.wq"], name="bag/Quantize"))
+    product = ["bag.wq3", "bag.codes", "bag.wz", "bag.zero_point"]
+    steps += [
+        node("Unsqueeze", ["bag.wq", _AXIS_1], ["bag.wq3"], name="bag/Unsqueeze"),  # (B, 1, L) uint8
+        node("MatMulInteger", product, ["bag.acc"], name="bag/MatMulInteger"),  # (B, 1, H) int32
+    ]
+    if shifted:
+        tables["bag.code_zero"] = rows.zero_point.astype(np.int32)
+        steps += [
+            node("Cast", ["bag.wq3"], ["bag.wq3_int"], name="bag/Cast_weights", to=TensorProto.INT32),
+            node("Sub", ["bag.wq3_int", "bag.wz_int"], ["bag.wq3_centred"], name="bag/Sub_weights_zero"),
+            node("ReduceSum", ["bag.wq3_centred", "bag.axis_2"], ["bag.wq_sum"], name="bag/ReduceSum"),  # (B, 1, 1)
+            node("Mul", ["bag.wq_sum", "bag.code_zero"], ["bag.shift"], name="bag/Mul_zero"),
+            node("Sub", ["bag.acc", "bag.shift"], ["bag.acc_centred"], name="bag/Sub_zero"),
+        ]
+        steps.insert(-5, node("Cast", ["bag.wz"], ["bag.wz_int"], name="bag/Cast_zero", to=TensorProto.INT32))
+        tables["bag.axis_2"] = np.array([2], np.int64)
+    acc = "bag.acc_centred" if shifted else "bag.acc"  # (B, 1, H) int32
+    if rows.input_scale is not None and rows.bias is not None:  # QGemm's int32 bias, in the accumulator's units
+        tables["bag.bias_int32"] = rows.bias.astype(np.int32)
+        steps.append(node("Add", [acc, "bag.bias_int32"], ["bag.acc_biased"], name="bag/Add_int32"))
+        acc = "bag.acc_biased"
+    steps += [
+        node("Cast", [acc], ["bag.acc_float"], name="bag/Cast", to=TensorProto.FLOAT),
+        node("Mul", ["bag.acc_float", "bag.unit"], ["bag.sum3"], name="bag/Mul"),
+        node("Squeeze", ["bag.sum3", _AXIS_1], ["bag.sum"], name="bag/Squeeze"),  # (B, H)
+    ]
+    value = "bag.sum"
+    if rows.input_scale is None and rows.bias is not None:  # quantize_dynamic adds an fp32 bias
+        tables["bag.bias"] = rows.bias
+        steps.append(node("Add", [value, "bag.bias"], ["bag.biased"], name="bag/Add"))
+        value = "bag.biased"
+    return steps, value
 
 
 def _drop_unused(graph: onnx.GraphProto) -> None:
