@@ -156,8 +156,9 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
     dense = quantize(ptq_net(cli), bundle.method, QuantizationData(calibration[0][:1], calibration))
     runner = OrtRunner(dense.data) if dense.suffix == ".onnx" else None
     vectors = torch.from_numpy(dm.vectorize(test.texts).toarray().astype(np.float32))
-    if runner is not None:
-        dense_labels = [dm.classes[i] for i in runner.logits(vectors).argmax(1).tolist()]
+    if runner is not None:  # in the bundle's chunks: a dynamic int8 artifact quantizes activations per call
+        chunks = [vectors[i : i + 1024] for i in range(0, len(vectors), 1024)]
+        dense_labels = [dm.classes[i] for chunk in chunks for i in runner.logits(chunk).argmax(1).tolist()]
     else:
         with torch.inference_mode():
             dense_labels = [dm.classes[i] for i in ptq_net(cli)(vectors).argmax(1).tolist()]

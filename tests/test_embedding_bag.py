@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from quantization import METHODS, QuantizationData, quantize
-from quantization.embedding_bag import int4_rows
+from quantization.bag_nodes import int4_rows
 from runtime import OnnxModel
 from tests.helpers import ResidualNet, tiny_text_model
 
