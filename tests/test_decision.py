@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from callbacks import PostTrainingQuantization
@@ -132,6 +133,14 @@ def test_fit_writes_a_bundle_of_the_recommendation_and_times_it_end_to_end(tmp_p
     assert deployment["bundle"] == str(folder / "bundle") and deployment["method"] == "onnx_dynamic_int8"
     assert set(deployment["end_to_end"]) == {"fp32 checkpoint", "bundle: onnx_dynamic_int8"}
     assert "## End to end: raw input to label" in (folder / "report.md").read_text()
+    row = next(r for r in report["methods"] if r["method"] == "onnx_dynamic_int8")
+    assert row["sparse_input"] is True and row["bag_rows"] == "int8" and 0 < row["memory_bytes"] < row["size_bytes"]
+    footprint = deployment["footprint"]  # a fresh process: numpy and ONNX Runtime, no torch
+    assert footprint["loader"] == "runtime" and footprint["heavy_modules"] == [] and footprint["peak_rss_bytes"] > 0
+    assert json.loads((folder / "bundle" / "model_card.json").read_text())["footprint"] == footprint
+    events = EventAccumulator(str(tmp_path / "text_mlp" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert {"quant/bundle/peak_rss_bytes", "quant/bundle/import_load_s"} <= set(events.Tags()["scalars"])
 
     # The bundle, from raw texts, labels the test split as the report's artifact does in process.
     dm = TextDataModule(path=str(corpus), max_features=None)
