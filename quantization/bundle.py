@@ -215,6 +215,12 @@ def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
+_LOADERS = {  # the import that loads a bundle, by what its artifact needs
+    "onnxruntime": "from runtime import load_bundle  # numpy and onnxruntime only",
+    "torch": "from quantization.bundle import load_bundle  # a torch artifact: needs torch",
+}
+
+
 def model_card_markdown(card: Mapping[str, Any], input_dim: int) -> str:
     """The human-readable model card: what the model is, its figures (flattened keys), how to use it.
 
@@ -224,7 +230,7 @@ def model_card_markdown(card: Mapping[str, Any], input_dim: int) -> str:
     figures = [f"| {key} | {value} |" for key, value in _flatten(card) if key not in ("method", "summary")]
     use = [
         "```python",
-        "from runtime import load_bundle  # numpy and onnxruntime only (a .pt artifact: quantization.bundle)",
+        _LOADERS.get(card.get("runtime"), _LOADERS["onnxruntime"]),
         "",
         'bundle = load_bundle("<this folder>")',
         "bundle.predict(inputs)  # texts (a list of str), or (N, H, W) uint8 images -> labels",

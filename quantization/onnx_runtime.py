@@ -169,8 +169,9 @@ def sparse_artifact(
     layer = first_linear(model)
     if layer is None:
         return onnx_model, info | {"dense_input": "the first layer is not an nn.Linear over the input"}
-    node = linear_nodes(onnx.load_from_string(fp32).graph, [layer])[layer][0]
-    output = next(n.output[0] for n in onnx.load_from_string(fp32).graph.node if n.name == node)
+    graph = onnx.load_from_string(fp32).graph
+    node = linear_nodes(graph, [layer])[layer][0]
+    output = next(n.output[0] for n in graph.node if n.name == node)  # the layer's output, /0/Gemm_output_0
     linear = linear_layers(model)[layer]
     block_size, symmetric = getattr(settings, "block_size", 128), getattr(settings, "symmetric", True)
     try:

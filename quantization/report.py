@@ -157,6 +157,8 @@ def _notes(row: Row) -> str:
         notes.append(f"{row['int4_weight_fraction'] * 100:.0f}% of Linear weights in 4 bits, the rest fp32")
     if row.get("avx2_worst_pair_sum", 0) > INT16_MAX:
         notes.append("int16 sums can saturate on AVX2 CPUs without VNNI")
+    if row.get("dense_input"):
+        notes.append(f"dense input: {row['dense_input']}")
     return "; ".join(notes)
 
 
