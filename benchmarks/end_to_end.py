@@ -6,8 +6,9 @@
 
 The fp32 row is what ``predict`` with the checkpoint computes per batch: scikit-learn's ``transform``,
 the sparse COO batch, the torch fp32 MLP (sparse first layer) and the softmax (DataLoader and Lightning's
-loop left out). Each bundle row is ``quantization.bundle.load_bundle(...).predict``: the plain-data
-featurizer, the artifact as the quantization report measured it, the largest logit. The checkpoint's own
+loop left out). Each bundle row is ``runtime.load_bundle(...).predict``: the plain-data featurizer (term ids
+and weights), the artifact as the quantization report measured it (its first layer gathers the terms' rows),
+the largest logit. The checkpoint's own
 split, vectorizer and calibration (its first training batches, as the PostTrainingQuantization callback
 calibrates). Per example, median and p90 over batches of distinct test tweets
 (``quantization.bundle.end_to_end_latency``); "features" is the share of end to end spent featurizing.
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     datamodule, net = load_text_run(args.ckpt, args.corpus)
     test = datamodule.split_rows("test")
     calibration = training_inputs(datamodule, 8)
-    data = QuantizationData(example=calibration[0][:1], calibration=calibration)
+    data = QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=True)  # as for text
     pipelines = {"fp32 checkpoint (scikit-learn + torch)": CheckpointPipeline(datamodule, net)}
     sizes = {next(iter(pipelines)): sum(t.numel() * t.element_size() for t in net.state_dict().values())}
     for method in args.methods:
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     labels = {name: [y for b in batches for y in p.predict(test.texts[b])] for name, p in pipelines.items()}
     alone = {name: [y for t in test.texts for y in p.predict([t])] for name, p in pipelines.items()}
     for name, pipeline in list(pipelines.items())[1:]:
-        own = [pipeline.classes[i] for b in batches for i in pipeline.runner.logits(dense[b]).argmax(dim=1).tolist()]
+        own = [pipeline.classes[i] for b in batches for i in pipeline.run(dense[b].numpy()).argmax(1).tolist()]
         if labels[name] != own:
             raise RuntimeError(f"{name}: the bundle's labels differ from its artifact's on scikit-learn's vectors.")
 

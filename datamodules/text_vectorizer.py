@@ -62,7 +62,7 @@ def vectorizer_state(vectorizer: CountVectorizer) -> dict:
 def vectorizer_json_state(vectorizer: CountVectorizer) -> dict:
     """:func:`vectorizer_state` as JSON-ready data (idf as a list: float64 values, kept exactly), with the
     scikit-learn settings ``transform`` also depends on (``token_pattern``, ``norm``):
-    ``quantization.features.featurizer`` rebuilds the vectorizer from it without scikit-learn."""
+    ``runtime.featurizer`` rebuilds the vectorizer from it without scikit-learn."""
     state = vectorizer_state(vectorizer)
     if "idf" in state:
         state["idf"] = state["idf"].tolist()
