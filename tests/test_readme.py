@@ -5,9 +5,10 @@ and once with its output piped to a file.
 Each of the two runs works in its own copy of the repository (the tracked files, and the environment ``make``
 built), beside which ``../shared/data`` is the offline mirror and in which ``data/`` holds what the loaders would
 download (MNIST) or read by default (``data/corpus.csv``: the tweets), and ``texts.txt`` a few tweets to predict.
-The only changes to a command are appended overrides that cap its epochs (``tests/readme_commands.py``), or the
-quick run its README comment names. The two runs go side by side; the table of commands and exit codes is
-printed whatever the outcome.
+Commands run in a shell where ``.venv`` is active, as README asks (``source .venv/bin/activate``), so ``python``
+is the environment's whatever the caller's ``PATH`` holds. The only changes to a command are appended overrides
+that cap its epochs (``tests/readme_commands.py``), or the quick run its README comment names. The two runs go
+side by side; the table of commands and exit codes is printed whatever the outcome.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def test_readme_documents_the_commands_this_test_runs():
     lines = [c.line for c in COMMANDS]
     assert any(line.startswith("python cli.py fit -c configs/mnist_logistic.yaml") and "qat" in line for line in lines)
     assert {"make fit", "make test", "make bench"} <= {" ".join(line.split()[:2]) for line in lines}
+    assert "source .venv/bin/activate" in (REPO / "README.md").read_text("utf-8"), "the commands below assume it"
     assert all(not any(part in c.line for part in ("...", "<", ">")) for c in COMMANDS), "placeholders in a command"
 
 
@@ -101,6 +103,7 @@ def run_all(mode: str, root: Path, mirror: Path) -> list[Result]:
     repo = scratch_repository(root, mirror)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
     env |= {"QUANTLIGHT_MIRROR": str(mirror), "OMP_NUM_THREADS": "1"}  # two runs side by side: a core each
+    env |= {"VIRTUAL_ENV": str(repo / ".venv"), "PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
     results = []
     for i, command in enumerate(COMMANDS):
         start = time.perf_counter()
