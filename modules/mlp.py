@@ -16,7 +16,15 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from modules.base import ClassifierModule
-from modules.term_rows import TermRows, check_sparse_optimizer, is_term_major, term_major, term_sum
+from modules.term_rows import (
+    all_reduce_rows,
+    check_sparse_optimizer,
+    is_term_major,
+    row_view,
+    term_major,
+    term_sum,
+    views,
+)
 
 
 class SparseInputSequential(nn.Sequential):
@@ -136,9 +144,9 @@ class MLP(ClassifierModule):
         self.save_hyperparameters()
         self.net = mlp_body(input_dim, list(hidden_sizes), num_classes, dropout)
         self.example_input_array = torch.zeros(1, input_dim)  # the model summary shows shapes and FLOPs
-        # The first layer's weight seen as term rows (the same storage; the summary counts it twice). DDP
-        # all-reduces the rows' sparse gradients and leaves the Linear weight alone: the rows are its values.
-        self.rows = TermRows(self.net[0]) if sparse_first_layer else None
+        # The first layer's weight as a table of term rows: the same storage, not a parameter of its own (the
+        # checkpoint and the model summary see the Linear weight only). DDP leaves that weight to this module.
+        self.rows = row_view(self.net[0]) if sparse_first_layer else None
         if sparse_first_layer:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["net.0.weight"])
 
@@ -150,21 +158,26 @@ class MLP(ClassifierModule):
         if not (self.training and self.trains_rows()):
             return self.net(x)  # (B, input_dim) -> (B, num_classes)
         first, *rest = self.net
-        if not self.rows.shares(first):
-            self.rows.tie(first)  # after a device move
-        x = self.rows(x if x.is_sparse else x.to_sparse()) + first.bias  # (B, input_dim) -> (B, hidden)
+        if not views(self.rows, first):
+            self.rows.data = first.weight.data.t()  # the weight was moved (a device, a dtype): view it again
+        x = term_sum(self.rows, x if x.is_sparse else x.to_sparse(), sparse=True) + first.bias  # (B, in) -> (B, H)
         for layer in rest:
             x = dropout(x, layer.p) if type(layer) is nn.Dropout else layer(x)
         return x
 
+    def on_fit_start(self) -> None:
+        if self.trains_rows() and self.trainer.world_size > 1:  # DDP's own start-up broadcast leaves it out
+            torch.distributed.broadcast(self.net[0].weight.data, src=0)
+
+    def on_after_backward(self) -> None:
+        if self.trains_rows() and self.rows.grad is not None and self.trainer.world_size > 1:
+            all_reduce_rows(self.rows)  # DDP synchronized every other gradient during backward
+
     def parameter_groups(self) -> list:
-        first = self.net[0].weight
-        if self.trains_rows():
-            first = self.rows.weight  # the same values, with sparse gradients
-        elif self.hparams.first_layer_param_group is None:
-            return [p for p in self.parameters() if self.rows is None or p is not self.rows.weight]
-        views = {id(self.net[0].weight)} | ({id(self.rows.weight)} if self.rows is not None else set())
-        rest = [p for p in self.parameters() if id(p) not in views]
+        first = self.rows if self.trains_rows() else self.net[0].weight  # the rows: the same values, sparse gradients
+        if first is self.net[0].weight and self.hparams.first_layer_param_group is None:
+            return list(self.parameters())
+        rest = [p for p in self.parameters() if p is not self.net[0].weight]
         return [{"params": [first], **(self.hparams.first_layer_param_group or {})}, {"params": rest}]
 
     def configure_optimizers(self):

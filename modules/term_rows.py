@@ -2,10 +2,10 @@
 
 A batch of 256 tweets uses a few thousand of tens of thousands of vocabulary terms. The first ``nn.Linear``
 keeps its weight term-major (:func:`term_major`: ``weight.t()``, one row per term, is contiguous), and
-:class:`TermRows` views that storage as an ``nn.EmbeddingBag`` with sparse gradients: backward yields the
-gradient of the used rows only, an optimizer that takes sparse gradients (SGD without momentum on these
-rows, Adagrad; both the same update their dense versions make, as unused rows have a zero gradient) touches
-those rows only, and DDP all-reduces them as it does any sparse ``nn.EmbeddingBag`` gradient.
+:func:`row_view` gives that storage as an ``(in, out)`` table that an embedding bag reads with sparse gradients:
+backward yields the gradient of the used rows only, an optimizer that takes sparse gradients (SGD without momentum
+on these rows, Adagrad; both the same update their dense versions make, as unused rows have a zero gradient)
+touches those rows only, and under DDP the processes exchange those rows only (:func:`all_reduce_rows`).
 """
 
 from __future__ import annotations
@@ -62,52 +62,35 @@ def term_sum(table: torch.Tensor, x: torch.Tensor, sparse: bool = False) -> torc
     return F.embedding_bag(ids, table, offsets, mode="sum", per_sample_weights=weights, sparse=sparse)
 
 
-class TermRows(nn.EmbeddingBag):
-    """A term-major ``nn.Linear``'s weight as an ``(in, out)`` embedding table with sparse gradients, in its storage.
-
-    Training the table trains the Linear layer: the same numbers. The table is never saved or loaded on its
-    own (its values are the Linear weight's, under that key), so state dicts and checkpoints are unchanged.
-
-    Args:
-        linear: The first layer, made term-major here if it is not.
+def row_view(linear: nn.Linear) -> torch.Tensor:
+    """A term-major ``linear``'s weight as an ``(in, out)`` table: the same storage, a leaf of its own for sparse
+    gradients (:func:`term_sum` with ``sparse=True``). Training the table trains the layer: the same numbers.
 
     Example:
         >>> linear = nn.Linear(4, 3)
-        >>> rows = TermRows(linear)
+        >>> rows = row_view(term_major(linear))
         >>> x = torch.tensor([[0.0, 2.0, 0.0, 1.0]]).to_sparse()
-        >>> torch.allclose(rows(x) + linear.bias, linear(x.to_dense()))
+        >>> torch.allclose(term_sum(rows, x) + linear.bias, linear(x.to_dense()))
         True
-        >>> rows(x).sum().backward()
-        >>> rows.weight.grad.is_sparse, sorted(rows.weight.grad.coalesce().indices()[0].tolist())
+        >>> term_sum(rows, x, sparse=True).sum().backward()
+        >>> rows.grad.is_sparse, sorted(rows.grad.coalesce().indices()[0].tolist())
         (True, [1, 3])
     """
+    if not is_term_major(linear):
+        raise ValueError("Expected a term-major Linear layer (modules.term_rows.term_major), got a row-major weight.")
+    return linear.weight.detach().t().requires_grad_()  # (in, out), shares the weight's storage
 
-    def __init__(self, linear: nn.Linear) -> None:
-        if not is_term_major(linear):
-            term_major(linear)
-        super().__init__(
-            linear.in_features, linear.out_features, mode="sum", sparse=True, _weight=linear.weight.detach().t()
-        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return term_sum(self.weight, x, sparse=True)  # (B, in) sparse -> (B, out), no bias
+def views(rows: torch.Tensor, linear: nn.Module) -> bool:
+    """Whether ``rows`` is ``linear``'s weight (``False`` for another layer type, a copy, a moved weight)."""
+    return type(linear) is nn.Linear and rows.data_ptr() == linear.weight.data_ptr() and is_term_major(linear)
 
-    def shares(self, linear: nn.Module) -> bool:
-        """Whether this table is ``linear``'s weight (``False`` for a copy, another layer type, another device)."""
-        same = type(linear) is nn.Linear and self.weight.data_ptr() == linear.weight.data_ptr()
-        return same and is_term_major(linear)
 
-    def tie(self, linear: nn.Linear) -> None:
-        """View ``linear``'s weight again (a device move copies each parameter on its own)."""
-        if not is_term_major(linear):
-            term_major(linear)
-        self.weight.data = linear.weight.data.t()
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
-        pass  # the values are saved once, as the Linear layer's weight
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors):
-        pass  # loaded into the Linear layer's weight, which this table views
+def all_reduce_rows(rows: torch.Tensor) -> None:
+    """Average ``rows``' sparse gradient over the processes of the default group, as DDP averages dense ones: the
+    processes exchange the rows each of them used (gloo's sparse all-reduce), not the whole table."""
+    torch.distributed.all_reduce(rows.grad)  # in place: the sum of every process's rows
+    rows.grad.div_(torch.distributed.get_world_size())
 
 
 def check_sparse_optimizer(optimizer: torch.optim.Optimizer, group: dict) -> None:
