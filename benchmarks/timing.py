@@ -1,33 +1,77 @@
-"""Shared pieces of the epoch-time benchmarks: a per-epoch timer callback and the printed table."""
+"""Shared pieces of the epoch-time benchmarks: a per-epoch timer callback, a timed ``fit`` and the printed table."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningDataModule
 
 from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI
 
 
 class EpochTimer(Callback):
-    """Wall time from one training epoch's start to the next (validation and checkpointing included)."""
+    """Wall time from one training epoch's start to the next (validation and checkpointing included), and the
+    process's CPU time over the same spans (steadier than wall time when other jobs share the cores)."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
+        self.starts: list[tuple[float, float]] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.starts.append(time.perf_counter())
+        self.starts.append((time.perf_counter(), time.process_time()))
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.starts.append(time.perf_counter())
+        self.starts.append((time.perf_counter(), time.process_time()))
 
     @property
     def epochs(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        return [b[0] - a[0] for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+    @property
+    def cpu_epochs(self) -> list[float]:
+        return [b[1] - a[1] for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+@dataclass
+class FitTiming:
+    """One timed ``fit``: seconds per epoch (wall and CPU), its best epoch (from 0), the seconds from the start
+    (the CLI reading the corpus and fitting the vectorizer included) to the best checkpoint's last write and to
+    the end of ``fit``."""
+
+    epochs: list[float]
+    cpu_epochs: list[float]
+    best_epoch: int
+    to_best_s: float
+    fit_s: float
+    datamodule: LightningDataModule  # the run's data, its vectorizer fitted
+
+
+def fit_epochs(config: str, *overrides: str) -> list[float]:
+    """Seconds per epoch of ``fit`` with ``config`` as a user runs it (its logger, checkpoints and
+    progress bar), the quantization report left out: it runs after training."""
+    return fit_run(config, *overrides).epochs
+
+
+def fit_run(config: str, *overrides: str) -> FitTiming:
+    """:func:`fit_epochs`, with the best epoch and the seconds to its checkpoint (:class:`FitTiming`)."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.time()
+        args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
+        cli = QuantlightCLI(args=args, run=False)  # reads the corpus and fits the vectorizer (linked input_dim)
+        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
+        timer = EpochTimer()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        fit_s = time.time() - start
+        best_path = cli.trainer.checkpoint_callback.best_model_path
+        to_best_s = os.path.getmtime(best_path) - start
+        best = torch.load(best_path, weights_only=True)["epoch"]
+    return FitTiming(timer.epochs, timer.cpu_epochs, best, to_best_s, fit_s, cli.datamodule)
 
 
 def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:
@@ -35,24 +79,5 @@ def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:
     medians = [statistics.median(times) for times in results.values()]
     print(f"\n{title}")
     for (name, times), median in zip(results.items(), medians, strict=True):
-        print(f"  {name:42s} {median:7.3f} s/epoch  (epochs: {', '.join(f'{t:.2f}' for t in times)})")
+        print(f"  {name:44s} {median:7.3f} s/epoch  (epochs: {', '.join(f'{t:.2f}' for t in times)})")
     return medians
-
-
-def fit_epochs(config: str, *overrides: str) -> list[float]:
-    """Seconds per epoch of ``fit`` with ``config`` as a user runs it (its logger, checkpoints and
-    progress bar), the quantization report left out: it runs after training."""
-    return fit_run(config, *overrides)[0]
-
-
-def fit_run(config: str, *overrides: str) -> tuple[list[float], int]:
-    """:func:`fit_epochs`, and the epoch (from 0) of the best checkpoint."""
-    with tempfile.TemporaryDirectory() as out:
-        args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
-        cli = QuantlightCLI(args=args, run=False)
-        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-        timer = EpochTimer()
-        cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["epoch"]
-    return timer.epochs, best

@@ -43,8 +43,7 @@ class SparseInputSequential(nn.Sequential):
 
 
 def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout: float) -> SparseInputSequential:
-    """``Linear -> ReLU (-> Dropout)`` per hidden size, then a ``Linear`` to the class logits; the first
-    Linear's weight is stored term-major (:func:`~modules.term_rows.term_major`), its values as initialized.
+    """``Linear -> ReLU (-> Dropout)`` per hidden size, then a ``Linear`` to the class logits.
 
     Example:
         >>> mlp_body(8, [4], 2, dropout=0.0)
@@ -62,16 +61,17 @@ def mlp_body(input_dim: int, hidden_sizes: list[int], num_classes: int, dropout:
             layers.append(nn.Dropout(dropout))
         width = hidden
     layers.append(nn.Linear(width, num_classes))
-    term_major(layers[0])
     return SparseInputSequential(*layers)
 
 
 def sparse_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` for a sparse batch, reading only the weight columns the batch uses.
 
-    A term-major weight (``mlp_body``'s) is read as an embedding bag, one contiguous row per term
-    (tweets, 5,000 x 512: 0.24 ms a batch of 256 against 5.2 ms for the gather below); any other
-    layout multiplies the dense ``(B, U)`` block of the batch's ``U`` columns by those columns.
+    A term-major weight (the sparse-trained MLP's, :func:`~modules.term_rows.term_major`) is read as an
+    embedding bag, one contiguous row per term (tweets, 5,000 x 512: 0.24 ms a batch of 256 against 5.2 ms
+    for the gather below); a row-major one (whose dense gradient fused Adam updates in place: term-major, it
+    copies the weight twice a step) multiplies the dense ``(B, U)`` block of the batch's ``U`` columns by
+    those columns.
 
     Example:
         >>> layer = nn.Linear(6, 3)
@@ -144,9 +144,9 @@ class MLP(ClassifierModule):
         self.save_hyperparameters()
         self.net = mlp_body(input_dim, list(hidden_sizes), num_classes, dropout)
         self.example_input_array = torch.zeros(1, input_dim)  # the model summary shows shapes and FLOPs
-        # The first layer's weight as a table of term rows: the same storage, not a parameter of its own (the
-        # checkpoint and the model summary see the Linear weight only). DDP leaves that weight to this module.
-        self.rows = row_view(self.net[0]) if sparse_first_layer else None
+        # The first layer's weight as a table of term rows: the same storage (made term-major), not a parameter of
+        # its own (the checkpoint and the model summary see the Linear weight only). DDP leaves that weight to us.
+        self.rows = row_view(term_major(self.net[0])) if sparse_first_layer else None
         if sparse_first_layer:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["net.0.weight"])
 

@@ -133,17 +133,18 @@ def test_rows_view_the_weight_again_after_it_moved(tmp_path):
 
 
 def test_every_method_gives_a_term_major_model_the_artifact_of_its_plain_layout(tmp_path):
-    term_major = mlp_body(64, [32], 4, dropout=0.1).eval()
     plain = mlp_body(64, [32], 4, dropout=0.1).eval()
-    plain.load_state_dict(term_major.state_dict())
-    plain[0].weight = nn.Parameter(plain[0].weight.detach().contiguous())
+    term_major_net = mlp_body(64, [32], 4, dropout=0.1).eval()
+    term_major(term_major_net[0]).load_state_dict(plain[0].state_dict())
+    term_major_net.load_state_dict(plain.state_dict())
+    assert is_term_major(term_major_net[0]) and not is_term_major(plain[0])
     inputs = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
     data = QuantizationData(example=inputs[:1], calibration=[inputs[:8], inputs[8:]])
     for layout in ("term_major", "plain"):
         (tmp_path / layout).mkdir()
     for name in METHODS:
         paths = [save_artifact(quantize(net, name, data), tmp_path / layout) for net, layout in
-                 ((term_major, "term_major"), (plain, "plain"))]  # fmt: skip
+                 ((term_major_net, "term_major"), (plain, "plain"))]  # fmt: skip
         ours, theirs = (load_artifact(path).logits(inputs) for path in paths)
         assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5), name
 
