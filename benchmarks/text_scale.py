@@ -7,7 +7,7 @@
 The corpora are generated here, seeded: a Zipf vocabulary of 200,000 words (word r drawn with probability
 proportional to 1 / (r + 2.7)), 8-40 words a document, 4 labels; each label prefers 2,000 words of its own
 (15 % of a document's words are drawn from them), so there is something to learn. Each case is a fresh process
-running ``cli.py fit -c configs/text_mlp.yaml`` (the recommended recipe, ``--data.init_args.max_features`` set to
+running ``cli.py fit -c configs/text_mlp.yaml`` (the recommended recipe, or ``--config``; ``max_features`` set to
 the case's terms) for ``--epochs`` epochs, the quantization report left out (it runs after training): the seconds
 to read the CSV and vectorize it (the training split fitted and transformed, the validation split transformed), the
 median seconds per epoch (validation and checkpoints included), and the process's peak RSS (``ru_maxrss``: the whole
@@ -61,7 +61,7 @@ def write_corpus(path: Path, documents: int, seed: int = 0) -> None:
             )
 
 
-def worker(corpus: str, terms: int, epochs: int, ngram_range: list[int], threads: int) -> dict:
+def worker(config: str, corpus: str, terms: int, epochs: int, ngram_range: list[int], threads: int) -> dict:
     """One case, in this process: ``fit`` timed and its peak RSS; returns the figures."""
     import torch
 
@@ -71,7 +71,7 @@ def worker(corpus: str, terms: int, epochs: int, ngram_range: list[int], threads
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
-        args = ["-c", "configs/text_mlp.yaml", "--data.init_args.path", corpus, "--trainer.max_epochs", str(epochs)]
+        args = ["-c", config, "--data.init_args.path", corpus, "--trainer.max_epochs", str(epochs)]
         args += ["--data.init_args.max_features", str(terms), "--data.init_args.ngram_range", json.dumps(ngram_range)]
         args += ["--trainer.logger.init_args.save_dir", out, "--trainer.enable_progress_bar", "false"]
         args += ["--trainer.enable_model_summary", "false"]
@@ -97,7 +97,7 @@ def worker(corpus: str, terms: int, epochs: int, ngram_range: list[int], threads
 
 def run_case(corpus: Path, terms: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", str(corpus), "--terms", str(terms), "--epochs", str(args.epochs)]
-    command += ["--ngram-range", *map(str, args.ngram_range), "--threads", str(args.threads)]
+    command += ["--ngram-range", *map(str, args.ngram_range), "--threads", str(args.threads), "--config", args.config]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"error: the case {corpus.name} x {terms} terms failed:\n{proc.stderr[-3000:]}")
@@ -119,12 +119,13 @@ def main() -> None:
     parser.add_argument("--terms", type=int, nargs="+", default=[5_000, 100_000])
     parser.add_argument("--ngram-range", type=int, nargs=2, default=[1, 1])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--config", default="configs/text_mlp.yaml", help="the recipe (its max_features is the case's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="2,000 and 8,000 documents, 1 epoch")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.terms[0], args.epochs, args.ngram_range, args.threads)))
+        print(json.dumps(worker(args.config, args.worker, args.terms[0], args.epochs, args.ngram_range, args.threads)))
         return
     if args.quick:
         args.docs, args.epochs = [2_000, 8_000], 1
@@ -138,7 +139,7 @@ def main() -> None:
                 print(f"  ... {n} documents, {terms} terms: {results[(n, terms)]}", flush=True)
             corpus.unlink()
     print(
-        f"\nSynthetic corpora (Zipf vocabulary of {WORDS:,} words, 8-40 words a document), configs/text_mlp.yaml, "
+        f"\nSynthetic corpora (Zipf vocabulary of {WORDS:,} words, 8-40 words a document), {args.config}, "
         f"ngram_range {tuple(args.ngram_range)}, {args.epochs} epoch(s), {args.threads} thread(s)"
     )
     print("| documents | terms (fitted) | non-zeros/doc | read + vectorize s | s/epoch | fit s | peak RSS | "
