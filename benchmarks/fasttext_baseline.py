@@ -73,7 +73,7 @@ def train_and_score(splits: dict, settings: list[FastTextSetting], threads: int,
     with tempfile.TemporaryDirectory() as folder:
         for split, (texts, labels) in splits.items():
             lines = (f"__label__{label} {text}\n" for text, label in zip(texts, labels, strict=True))
-            Path(folder, f"{split}.txt").write_text("".join(lines), encoding="utf-8")
+            Path(folder, f"{split}.txt").write_text("".join(lines), encoding="utf-8", newline="")
         command = [sys.executable, __file__, "--worker", folder, "--threads", str(threads), "--seed", str(seed)]
         command += ["--settings", json.dumps([asdict(s) for s in settings])]
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -87,7 +87,8 @@ def _worker(folder: Path, settings: list[FastTextSetting], threads: int, seed: i
     import fasttext
 
     def read(split: str) -> tuple[list[str], list[str]]:
-        lines = (folder / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        with (folder / f"{split}.txt").open(encoding="utf-8", newline="") as file:  # a "\r" in a text stays one
+            lines = file.read().split("\n")[:-1]
         labels, texts = zip(*(line.split(" ", 1) for line in lines), strict=True)
         return list(texts), list(labels)
 

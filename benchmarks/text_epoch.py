@@ -110,11 +110,20 @@ def main() -> None:
     )
     if isinstance(fasttext, str):
         print(f"  (d) fastText: {fasttext}")
-    else:
+        return
+    print(
+        f"  (d) fastText, {fasttext.setting.name}, {args.threads} thread(s): trains in {fasttext.train_s:.2f} s "
+        f"(val {fasttext.val_acc:.2f} %, test {fasttext.test_acc:.2f} %)"
+    )
+    print(
+        f"  recommended recipe's start to best checkpoint / fastText's training: "
+        f"{recipe.to_best_s / fasttext.train_s:.1f}x  (target <= 5, moonshot <= 2)"
+    )
+    passed = recipe.seconds_to_val_acc(fasttext.val_acc / 100)
+    if passed:
         print(
-            f"  (d) fastText, {fasttext.setting.name}, {args.threads} thread(s): trains in {fasttext.train_s:.2f} s "
-            f"(test {fasttext.test_acc:.2f} %); recommended recipe's start to best checkpoint / fastText: "
-            f"{recipe.to_best_s / fasttext.train_s:.1f}x  (target <= 5, moonshot <= 2)"
+            f"  the recipe passes fastText's validation accuracy after epoch {passed[0]}, {passed[1]:.1f} s from the "
+            f"start: {passed[1] / fasttext.train_s:.1f}x fastText's training"
         )
 
 

@@ -21,12 +21,17 @@ class EpochTimer(Callback):
 
     def __init__(self) -> None:
         self.starts: list[tuple[float, float]] = []
+        self.validations: list[tuple[float, float]] = []  # (time.time(), val/acc) after each epoch's validation
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.starts.append((time.perf_counter(), time.process_time()))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.starts.append((time.perf_counter(), time.process_time()))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+            self.validations.append((time.time(), float(trainer.callback_metrics["val/acc"])))
 
     @property
     def epochs(self) -> list[float]:
@@ -49,6 +54,14 @@ class FitTiming:
     to_best_s: float
     fit_s: float
     datamodule: LightningDataModule  # the run's data, its vectorizer fitted
+    validations: list[tuple[float, float]]  # (seconds from the start, val/acc) after each epoch
+
+    def seconds_to_val_acc(self, target: float) -> tuple[int, float] | None:
+        """``(epoch from 1, seconds from the start)`` of the first validation at ``target`` or above, or ``None``."""
+        for epoch, (seconds, acc) in enumerate(self.validations, 1):
+            if acc >= target:
+                return epoch, seconds
+        return None
 
 
 def fit_epochs(config: str, *overrides: str) -> list[float]:
@@ -71,7 +84,8 @@ def fit_run(config: str, *overrides: str) -> FitTiming:
         best_path = cli.trainer.checkpoint_callback.best_model_path
         to_best_s = os.path.getmtime(best_path) - start
         best = torch.load(best_path, weights_only=True)["epoch"]
-    return FitTiming(timer.epochs, timer.cpu_epochs, best, to_best_s, fit_s, cli.datamodule)
+    validations = [(t - start, acc) for t, acc in timer.validations]
+    return FitTiming(timer.epochs, timer.cpu_epochs, best, to_best_s, fit_s, cli.datamodule, validations)
 
 
 def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:
