@@ -1,11 +1,21 @@
-"""Small stand-ins for the corpora of the mirror, for the benchmarks' ``--quick`` runs. Not a runnable benchmark."""
+"""The text corpora the benchmarks read from the offline data mirror, and small stand-ins for their ``--quick`` runs.
+Not a runnable benchmark."""
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from datamodules.text_corpus import read_rows
+
+MIRROR = Path(os.environ.get("QUANTLIGHT_MIRROR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# name -> (corpus relative to the mirror, classes to keep; None keeps every label)
+SETTINGS = {
+    "tweets-2": ("sentiment-tweets/tweets.csv", ["negative", "positive"]),
+    "tweets-3": ("sentiment-tweets/tweets.csv", None),
+    "debian": ("debian-packages/descriptions.csv", None),
+}
 
 
 def sample_rows(corpus: str, classes: list[str] | None, n: int, path: Path) -> str:

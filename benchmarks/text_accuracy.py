@@ -41,20 +41,13 @@ from lightning.pytorch.callbacks import ProgressBar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from benchmarks import fasttext_baseline
-from benchmarks.corpora import sample_rows
+from benchmarks.corpora import MIRROR, SETTINGS, sample_rows
 from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI
 from datamodules.text_baseline import tuned_logistic_regression
 from errors import QuantlightError
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("QUANTLIGHT_MIRROR", ROOT.parent / "shared" / "data"))
-# name -> (corpus relative to the mirror, classes to keep; None keeps every label)
-SETTINGS = {
-    "tweets-2": ("sentiment-tweets/tweets.csv", ["negative", "positive"]),
-    "tweets-3": ("sentiment-tweets/tweets.csv", None),
-    "debian": ("debian-packages/descriptions.csv", None),
-}
 
 
 class _BenchCLI(QuantlightCLI):
@@ -146,7 +139,7 @@ def add_run(row: Row, cli: _BenchCLI) -> None:
 
 def benchmark(name: str, corpus: str, classes: list[str] | None, args: argparse.Namespace) -> None:
     labels = {"lr": "LogisticRegression, C on val", "recipe": "recommended (text_mlp)"}
-    if fasttext_baseline.AVAILABLE:
+    if fasttext_baseline.AVAILABLE and args.fasttext:
         labels |= {"fasttext1": "fastText unigrams, set on val", "fasttext2": "fastText bigrams, set on val"}
     labels |= {str(i): Path(config[-1]).stem for i, config in enumerate(args.others)}
     rows = {key: Row(label) for key, label in labels.items()}
@@ -174,7 +167,7 @@ def benchmark(name: str, corpus: str, classes: list[str] | None, args: argparse.
     best = max(others, key=lambda row: statistics.mean(row.acc))
     margin = statistics.mean(rows["recipe"].acc) - statistics.mean(best.acc)
     print(f"  recommended - the best other row ({best.name}): {margin:+.2f} points")
-    if not fasttext_baseline.AVAILABLE:
+    if not fasttext_baseline.AVAILABLE and args.fasttext:
         print(f"  fastText rows left out: not installed ({fasttext_baseline.INSTALL})")
     print(flush=True)
 
@@ -212,6 +205,7 @@ def main() -> None:
         help="other recipes, one row each (a config file each); 'none' leaves them out",
     )
     parser.add_argument("--c-grid", nargs="+", type=float, default=[0.25, 0.5, 1, 2, 4, 8, 16])
+    parser.add_argument("--fasttext", action=argparse.BooleanOptionalAction, default=True, help="the fastText rows")
     parser.add_argument("--threads", type=int, default=1, help="torch and fastText threads (1: steadier when shared)")
     parser.add_argument(
         "--quick", action="store_true", help="1 seed, 1,500 texts a corpus, 2 epochs: in a minute or two"

@@ -31,13 +31,12 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import fasttext_baseline
-from benchmarks.corpora import sample_rows
+from benchmarks.corpora import MIRROR, sample_rows
 from benchmarks.timing import FitTiming, fit_run, print_epochs
 from datamodules.text import TextDataModule
 from modules.mlp import mlp_body
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("QUANTLIGHT_MIRROR", ROOT.parent / "shared" / "data"))
 
 
 def seed_style_epochs(corpus: str, classes: list[str], batch_size: int, epochs: int) -> list[float]:
