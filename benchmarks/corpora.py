@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run alone too (make bench): a no-op
 
 from datamodules.text_corpus import read_rows
 

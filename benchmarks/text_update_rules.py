@@ -2,6 +2,8 @@
 
     python benchmarks/text_update_rules.py            # 3 settings x 3 seeds, ~15 min on 2 busy cores
     python benchmarks/text_update_rules.py --quick    # 1,500 tweets, 1 seed, 2 epochs: the same table
+    python benchmarks/text_update_rules.py --rules "sparse SGD" --hidden 256 --seeds 6    # the recipe, wider
+    python benchmarks/text_update_rules.py --rules "sparse SGD" --epochs 8 --texts 3600 --reference   # a small corpus
 
 The recommended recipe's network, data and schedule (``configs/text_mlp.yaml``: TF-IDF of words and punctuation,
 128 hidden units, dropout 0.5, batch 256, cosine over 12 epochs, the best validation epoch tested), trained by a
@@ -36,18 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.corpora import MIRROR, SETTINGS, sample_rows
 from datamodules.text import TextDataModule
+from datamodules.text_baseline import tuned_logistic_regression
 from modules.term_rows import term_sum
 
 RULES = ("sparse SGD", "lazy momentum", "Adagrad", "SparseAdam", "dense momentum")
-TOKENS, HIDDEN, DROPOUT, BATCH = r"(?u)\b\w+\b|[^\w\s]", 128, 0.5, 256
+REFERENCE = "C-tuned LogisticRegression (reference)"
+TOKENS, DROPOUT, BATCH = r"(?u)\b\w+\b|[^\w\s]", 0.5, 256
 
 
 class Rule:
     """The network ``rows (D, H) -> ReLU -> dropout -> head`` and one rule's optimizers; ``step`` trains a batch."""
 
-    def __init__(self, rule: str, input_dim: int, num_classes: int, seed: int) -> None:
+    def __init__(self, rule: str, input_dim: int, num_classes: int, hidden: int, seed: int) -> None:
         torch.manual_seed(seed)
-        first, self.head = torch.nn.Linear(input_dim, HIDDEN), torch.nn.Linear(HIDDEN, num_classes)
+        first, self.head = torch.nn.Linear(input_dim, hidden), torch.nn.Linear(hidden, num_classes)
         self.rows = first.weight.detach().t().contiguous().requires_grad_()  # (D, H), the layer's values
         self.bias, self.rule = first.bias, rule
         dense = [self.bias, *self.head.parameters()]
@@ -95,9 +99,10 @@ class Rule:
                 self.rows.index_add_(0, used, buffers, alpha=-3.2 * self.scale)
 
 
-def run(rule: str, dm: TextDataModule, epochs: int, seed: int) -> tuple[float, list[float]]:
+def run(rule: str, dm: TextDataModule, args: argparse.Namespace, seed: int) -> tuple[float, list[float]]:
     """``(test accuracy % at the best validation epoch, ms per step)`` of one rule on one split."""
-    model = Rule(rule, dm.input_dim, dm.num_classes, seed)
+    epochs = args.epochs
+    model = Rule(rule, dm.input_dim, dm.num_classes, args.hidden, seed)
     train, val, test = (dm.dataset(split) for split in ("train", "val", "test"))
     evaluation = {name: ds.__getitems__(list(range(len(ds)))) for name, ds in (("val", val), ("test", test))}
     generator = np.random.default_rng(seed)
@@ -125,29 +130,38 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES))
+    parser.add_argument("--hidden", type=int, default=128, help="hidden units")
+    parser.add_argument("--texts", type=int, help="a small corpus: every k-th text of each, this many in all")
+    parser.add_argument("--reference", action="store_true", help="add the C-tuned LogisticRegression's row")
     parser.add_argument("--quick", action="store_true", help="1,500 tweets, 1 seed, 2 epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
         args.settings, args.seeds, args.epochs = ["tweets-2"], 1, 2
-    results = {rule: {} for rule in RULES}
+    results = {rule: {} for rule in [*args.rules, *([REFERENCE] if args.reference else [])]}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.settings:
             corpus, classes = str(MIRROR / SETTINGS[name][0]), SETTINGS[name][1]
-            if args.quick:
-                corpus = sample_rows(corpus, classes, 1500, Path(folder) / "corpus.csv")
+            if args.quick or args.texts:
+                corpus = sample_rows(corpus, classes, args.texts or 1500, Path(folder) / "corpus.csv")
             for seed in range(args.seeds):
                 dm = TextDataModule(corpus, classes=classes, seed=seed, max_features=100_000, token_pattern=TOKENS)
-                for rule in RULES:
-                    acc, times = run(rule, dm, args.epochs, seed)
+                for rule in args.rules:
+                    acc, times = run(rule, dm, args, seed)
                     accs, steps = results[rule].setdefault(name, ([], []))
                     accs.append(acc)
                     steps.extend(times)
+                if args.reference:
+                    accs, _ = results[REFERENCE].setdefault(name, ([], [float("nan")]))
+                    accs.append(100 * tuned_logistic_regression(dm)[0])
                 print(f"  ... {name} seed {seed}", flush=True)
-    print(f"\nFirst-layer update rules: test accuracy (mean of {args.seeds} seed(s)) and ms a step (median)")
+    sample = f", {args.texts} texts a corpus" if args.texts else ""
+    print(f"\nFirst-layer update rules, {args.hidden} hidden units, {args.epochs} epochs{sample}: "
+          f"test accuracy (mean of {args.seeds} seed(s)) and ms a step (median)")  # fmt: skip
     print(f"| rule | {' | '.join(args.settings)} | {' | '.join(f'ms/step {n}' for n in args.settings)} |")
     print(f"|---|{'---|' * 2 * len(args.settings)}")
-    for rule in RULES:
+    for rule in results:
         accs = " | ".join(f"{statistics.mean(results[rule][n][0]):.2f} %" for n in args.settings)
         steps = " | ".join(f"{statistics.median(results[rule][n][1]):.2f}" for n in args.settings)
         print(f"| {rule} | {accs} | {steps} |")

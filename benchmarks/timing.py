@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run alone too (make bench): a no-op
 
 from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI
