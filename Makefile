@@ -21,8 +21,11 @@ test: $(STAMP)  ## lint, then the whole test suite (extra pytest flags in ARGS)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)  ## every benchmark script, printing figures and ratios
-	for b in benchmarks/*.py; do $(PY) $$b $(ARGS) || exit 1; done
+BENCHMARKS := $(filter-out benchmarks/timing.py,$(wildcard benchmarks/*.py))
+
+bench: $(STAMP)  ## every benchmark script, printing figures and ratios (ARGS=--quick: each on tiny settings); fastText from the bench extra
+	$(PY) -m pip install -q -c $(LOCK) ".[bench]"
+	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b $(ARGS) || exit 1; done
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +40,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install -q --upgrade pip
-	.venv-lock/bin/python -m pip install -q torch torchvision ".[dev]"
+	.venv-lock/bin/python -m pip install -q torch torchvision ".[dev,bench]"
 	echo "# Exact versions the test suite passed with; make installs them. Re-resolve with: make lock" > $(LOCK)
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i '^quantlight' >> $(LOCK)
 	rm -rf .venv-lock build *.egg-info

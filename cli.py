@@ -8,7 +8,9 @@ python cli.py predict -c configs/text_mlp.yaml --artifact <bundle folder> --data
 
 from __future__ import annotations
 
+import importlib
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
 import console  # noqa: F401  (first: drops upstream noise, some of it emitted while torch loads)
@@ -19,10 +21,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from callbacks.best_checkpoint import best_checkpoint
+from callbacks.best_checkpoint import best_checkpoint, check_unique_state_keys
 from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
+from parser_errors import one_line
 from quantization.bundle import read_manifest
 from storage.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
 from trainer import QuantlightTrainer, check_predict_arguments
@@ -57,6 +60,10 @@ class QuantlightCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        # A parse error is raised (and printed by `main` as one line), not printed as usage plus a type tree.
+        return super().init_parser(**kwargs, exit_on_error=False)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -102,6 +109,7 @@ class QuantlightCLI(LightningCLI):
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
         if self.bundle_manifest is not None:
+            check_bundle_input(self.config.predict, self.bundle_manifest)
             use_bundle_classes(self.config.predict, self.bundle_manifest)
         if self.subcommand == "fit":
             refuse_empty_training(self.config.fit.trainer)
@@ -116,6 +124,13 @@ class QuantlightCLI(LightningCLI):
             if not isinstance(refusal, ValueError):
                 raise
             raise ConfigError(str(refusal)) from err
+
+    def instantiate_trainer(self, **kwargs):
+        # Lightning refuses callbacks that share a state key with a traceback from the Trainer; say which, in one line.
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        callbacks = config.get("trainer", {}).get("callbacks") or []
+        check_unique_state_keys(callbacks if isinstance(callbacks, list) else [callbacks])
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -155,6 +170,21 @@ def refuse_empty_training(trainer: Namespace) -> None:
                 f"--trainer.{name} 0 trains nothing, and the test accuracy and quantization report would describe "
                 f"an untrained model. Set {name} >= 1 (or use `validate`/`test` with --ckpt_path)."
             )
+
+
+def check_bundle_input(config: Namespace, manifest: dict) -> None:
+    """Refuse a bundle whose input kind (text, image) is not what the configured datamodule reads."""
+    data = config.get("data")
+    class_path = data.get("class_path") if isinstance(data, Namespace) else None
+    module, _, name = (class_path or "").rpartition(".")
+    kind = getattr(getattr(importlib.import_module(module), name, None), "input_kind", None) if module else None
+    if kind is not None and kind != manifest["input"]:
+        words = {"image": "images"}
+        bundle_reads, data_reads = (words.get(k, k) for k in (manifest["input"], kind))
+        raise ConfigError(
+            f"The bundle reads {bundle_reads} ({manifest['input_dim']} features), but the config's data, {class_path}, "
+            f"reads {data_reads}. Predict with the config its model was trained with (its data reads {bundle_reads})."
+        )
 
 
 def use_bundle_classes(config: Namespace, manifest: dict) -> None:
@@ -218,6 +248,11 @@ def main(args: list[str] | None = None) -> None:
         QuantlightCLI(args)
     except (QuantlightError, MisconfigurationException) as err:  # the user's input, not a bug: no traceback
         print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ArgumentError as err:  # a flag or config value the parser refuses
+        given = sys.argv[1:] if args is None else args
+        subcommand = next((arg for arg in given if arg in QuantlightCLI.subcommands()), None)
+        print(f"error: {one_line(str(err), subcommand)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

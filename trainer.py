@@ -14,7 +14,7 @@ from callbacks.post_training_quantization import PostTrainingQuantization
 from callbacks.prediction_writer import PredictionWriter
 from errors import CheckpointError, ConfigError, DataError
 from quantization.bundle import Bundle, load_bundle
-from quantization.features import read_images
+from runtime import read_images
 
 
 class QuantlightTrainer(Trainer):
@@ -37,7 +37,7 @@ class QuantlightTrainer(Trainer):
             datamodule: Data whose test split is measured (and train split calibrates).
             ckpt_path: The ``.ckpt`` written by ``fit``.
             max_accuracy_drop: The accuracy budget (validation points) instead of the callback's.
-            objective: ``size``, ``latency_bs1`` or ``latency_bs<N>`` instead of the callback's.
+            objective: ``size``, ``memory``, ``latency_bs1`` or ``latency_bs<N>`` instead of the callback's.
         """
         if ckpt_path is None:
             raise CheckpointError("`quantize` needs a checkpoint: pass --ckpt_path <run>/checkpoints/best.ckpt.")

@@ -2,12 +2,13 @@
 
     python benchmarks/end_to_end.py [--ckpt runs/text_mlp/version_0/checkpoints/best.ckpt]
         [--corpus ../shared/data/sentiment-tweets/tweets.csv] [--methods onnx_static_int8 onnx_dynamic_int8 onnx_int4]
-        [--batch-sizes 1 256] [--num-threads 1] [--min-run-time-s 1.0] [--out <folder to keep the bundles in>]
+        [--batch-sizes 1 256] [--num-threads 1] [--min-run-time-s 1.0] [--out <folder to keep the bundles in>] [--quick]
 
 The fp32 row is what ``predict`` with the checkpoint computes per batch: scikit-learn's ``transform``,
 the sparse COO batch, the torch fp32 MLP (sparse first layer) and the softmax (DataLoader and Lightning's
-loop left out). Each bundle row is ``quantization.bundle.load_bundle(...).predict``: the plain-data
-featurizer, the artifact as the quantization report measured it, the largest logit. The checkpoint's own
+loop left out). Each bundle row is ``runtime.load_bundle(...).predict``: the plain-data featurizer (term ids
+and weights), the artifact as the quantization report measured it (its first layer gathers the terms' rows),
+the largest logit. The checkpoint's own
 split, vectorizer and calibration (its first training batches, as the PostTrainingQuantization callback
 calibrates). Per example, median and p90 over batches of distinct test tweets
 (``quantization.bundle.end_to_end_latency``); "features" is the share of end to end spent featurizing.
@@ -16,6 +17,7 @@ calibrates). Per example, median and p90 over batches of distinct test tweets
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
+from benchmarks.timing import fit_checkpoint
 from callbacks.post_training_quantization import training_inputs
 from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import csr_to_torch
@@ -37,6 +40,7 @@ from quantization.machine import describe, machine_info
 from storage.checkpoints import load_net_weights, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+TWEETS = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data")) / "sentiment-tweets" / "tweets.csv"
 
 
 class CheckpointPipeline:
@@ -83,14 +87,16 @@ def main() -> None:
     parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--min-run-time-s", type=float, default=1.0, help="timed seconds per pipeline and batch size")
     parser.add_argument("--out", type=Path, default=None, help="keep the bundles here (default: a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help="0.01 s of timed calls per figure, batch 1 only")
     args = parser.parse_args()
-    if not args.ckpt.is_file():
-        parser.error(
-            f"{args.ckpt} not found. Train the tweets MLP first: python cli.py fit -c configs/text_mlp.yaml "
-            "--data.init_args.path ../shared/data/sentiment-tweets/tweets.csv --data.init_args.classes "
-            "[negative,positive], or pass --ckpt <run>/checkpoints/best.ckpt."
-        )
+    if args.quick:
+        args.min_run_time_s, args.batch_sizes = 0.01, [1]
     with tempfile.TemporaryDirectory(prefix="bundles-") as scratch:
+        if not args.ckpt.is_file():  # train the tweets recipe now (one epoch with --quick)
+            print(f"{args.ckpt} not found: training configs/text_mlp.yaml on {args.corpus or TWEETS} first")
+            overrides = ["--data.init_args.path", args.corpus or str(TWEETS), "--data.init_args.classes",
+                         "[negative,positive]", *(["--trainer.max_epochs", "1"] if args.quick else [])]  # fmt: skip
+            args.ckpt = fit_checkpoint("configs/text_mlp.yaml", scratch, *overrides)
         run(args, args.out or Path(scratch))
 
 
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     datamodule, net = load_text_run(args.ckpt, args.corpus)
     test = datamodule.split_rows("test")
     calibration = training_inputs(datamodule, 8)
-    data = QuantizationData(example=calibration[0][:1], calibration=calibration)
+    data = QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=True)  # as for text
     pipelines = {"fp32 checkpoint (scikit-learn + torch)": CheckpointPipeline(datamodule, net)}
     sizes = {next(iter(pipelines)): sum(t.numel() * t.element_size() for t in net.state_dict().values())}
     for method in args.methods:
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     labels = {name: [y for b in batches for y in p.predict(test.texts[b])] for name, p in pipelines.items()}
     alone = {name: [y for t in test.texts for y in p.predict([t])] for name, p in pipelines.items()}
     for name, pipeline in list(pipelines.items())[1:]:
-        own = [pipeline.classes[i] for b in batches for i in pipeline.runner.logits(dense[b]).argmax(dim=1).tolist()]
+        own = [pipeline.classes[i] for b in batches for i in pipeline.run(dense[b].numpy()).argmax(1).tolist()]
         if labels[name] != own:
             raise RuntimeError(f"{name}: the bundle's labels differ from its artifact's on scikit-learn's vectors.")
 

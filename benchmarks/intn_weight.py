@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,23 +25,16 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from benchmarks.quantization import sparse_rows, text_mlp
+from benchmarks.timing import fit_checkpoint
 from datamodules import MNISTDataModule
-from quantization import METHODS, QuantizationData, quantize
+from quantization import METHODS, Artifact, QuantizationData, Runner, quantize
 from quantization.measure import MeasureSettings, measure_methods
-from quantization.methods._intn_weight import intn_codec
 from quantization.report import markdown_table
-from quantization.torch_artifact import TorchRunner, decode_model, encode_model
+from quantization.torch_artifact import TorchRunner
 
 BITS = range(2, 9)
 GROUPS = (None, 16, 32, 128)
 INTN = [name for name in METHODS if name.startswith("int") and name.endswith("_weight_only")]
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """The family's one setting, for widths that have no registered method (5-8 bits)."""
-
-    group_size: int | None
 
 
 def load_logistic(ckpt: Path) -> nn.Linear:
@@ -54,20 +47,21 @@ def load_logistic(ckpt: Path) -> nn.Linear:
     return layer.eval()
 
 
-def accuracy(module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    logits = TorchRunner(module).logits(images)  # (10000, 784) -> (10000, 10)
+def accuracy(runner: Runner, images: torch.Tensor, labels: torch.Tensor) -> float:
+    logits = runner.logits(images)  # (10000, 784) -> (10000, 10)
     return float((logits.argmax(dim=1) == labels).float().mean()) * 100
 
 
-def intn_bytes(model: nn.Module, bits: int, group_size: int | None) -> bytes:
-    return encode_model(model, f"int{bits}", intn_codec(bits), Sweep(group_size)).data
+def intn_artifact(model: nn.Module, bits: int, group_size: int | None, example: torch.Tensor) -> Artifact:
+    """``intn_weight_only`` at ``bits`` and ``group_size``, the other settings its defaults (absmax scales)."""
+    return quantize(model, "intn_weight_only", QuantizationData(example), {"bits": bits, "group_size": group_size})
 
 
 def sweep(layer: nn.Linear, mlp: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
     example = QuantizationData(images[:1])
     fp32_bytes = quantize(layer, "fp32", example).size_bytes
     mlp_fp32_bytes = quantize(mlp, "fp32", QuantizationData(torch.zeros(1, 5000))).size_bytes
-    fp32_acc = accuracy(layer, images, labels)
+    fp32_acc = accuracy(TorchRunner(layer), images, labels)
     print(f"\n## MNIST logistic regression 784->10, trained: fp32 {fp32_acc:.2f} %, {fp32_bytes / 1024:.1f} KB\n")
     print("accuracy % (fp32/size of the artifact) per width and group size; text MLP fp32/size in the last columns\n")
     names = ["per channel" if g is None else f"group {g}" for g in GROUPS]
@@ -76,10 +70,11 @@ def sweep(layer: nn.Linear, mlp: nn.Module, images: torch.Tensor, labels: torch.
     for bits in BITS:
         cells, mlp_cells = [], []
         for group_size in GROUPS:
-            data = intn_bytes(layer, bits, group_size)
-            loaded = decode_model(data, intn_codec(bits))
-            cells.append(f"{accuracy(loaded, images, labels):.2f} ({fp32_bytes / len(data):.2f}x)")
-            mlp_cells.append(f"{mlp_fp32_bytes / len(intn_bytes(mlp, bits, group_size)):.2f}x")
+            artifact = intn_artifact(layer, bits, group_size, images[:1])
+            loaded = METHODS["intn_weight_only"].load(artifact.data, layer, 1)
+            cells.append(f"{accuracy(loaded, images, labels):.2f} ({fp32_bytes / artifact.size_bytes:.2f}x)")
+            mlp_size = intn_artifact(mlp, bits, group_size, torch.zeros(1, 5000)).size_bytes
+            mlp_cells.append(f"{mlp_fp32_bytes / mlp_size:.2f}x")
         print(f"| {bits} | " + " | ".join(cells) + " | " + " | ".join(mlp_cells) + " |")
     chosen = ", ".join(f"{name}: group_size={METHODS[name].settings().group_size}" for name in INTN)
     print(f"\nRegistered defaults: {chosen}. MLP fp32: {mlp_fp32_bytes / 1e6:.2f} MB.")
@@ -87,11 +82,22 @@ def sweep(layer: nn.Linear, mlp: nn.Module, images: torch.Tensor, labels: torch.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", type=Path, required=True, help="a trained LogisticRegression checkpoint")
+    parser.add_argument(
+        "--ckpt", type=Path, help="a trained LogisticRegression checkpoint (default: trained now with the MNIST config)"
+    )
     parser.add_argument("--data-dir", default="data", help="torchvision root holding MNIST/raw/*-ubyte")
     parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads while timing")
     parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per method and batch size")
+    parser.add_argument("--quick", action="store_true", help="1 training epoch and 0.01 s of timed calls per figure")
     args = parser.parse_args()
+    if args.quick:
+        args.min_run_time_s = 0.01
+    if args.ckpt is None:
+        epochs = ["--trainer.max_epochs", "1"] if args.quick else []
+        folder = tempfile.TemporaryDirectory()
+        args.ckpt = fit_checkpoint(
+            "configs/mnist_logistic.yaml", folder.name, "--data.data_dir", args.data_dir, *epochs
+        )
     torch.set_num_threads(args.num_threads)
 
     datamodule = MNISTDataModule(args.data_dir, download=False, batch_size=1024)

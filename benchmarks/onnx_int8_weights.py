@@ -32,7 +32,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per variant and batch size")
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 0.01 s of timed calls per figure")
     args = parser.parse_args()
+    if args.quick:
+        args.min_run_time_s = 0.01
     torch.manual_seed(0)
     net = text_mlp()
     features = sparse_rows(512, 5000, torch.Generator().manual_seed(0))  # (512, 5000)

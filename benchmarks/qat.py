@@ -44,6 +44,7 @@ def run(setting: str, seed: int, methods: list[str], args: argparse.Namespace, o
         f"--trainer.callbacks.settings={json.dumps(dict.fromkeys(methods, per_layer))}",
         f"--trainer.callbacks.qat={json.dumps(dict.fromkeys(methods, qat))}",
         "--trainer.callbacks.latency_batch_sizes=[1]", "--trainer.callbacks.min_run_time_s=0.05",
+        *(["--trainer.max_epochs", str(args.main_epochs)] if args.main_epochs else []),
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -60,7 +61,11 @@ def main() -> None:
     parser.add_argument("--scale", choices=["absmax", "mse", "fixed"], default="mse")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr-scale", type=float, default=0.125)
+    parser.add_argument("--main-epochs", type=int, help="training epochs before QAT (default: the config's)")
+    parser.add_argument("--quick", action="store_true", help="seed 0, 1 training and 1 QAT epoch, 3-bit only")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.methods, args.epochs, args.main_epochs = [0], args.methods[:1], 1, 1
 
     deltas: dict[str, list[float]] = {}
     print(

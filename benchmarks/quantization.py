@@ -58,6 +58,9 @@ def benchmark(name: str, net: nn.Module, features: torch.Tensor, classes: int, s
         print(f"fastest int8 at batch 1: {fastest['method']}, {fastest['speedup']['1']:.2f}x torch fp32 eager")
 
 
+QUICK_S = 0.01  # --quick: timed seconds per method and batch size (every row still measured)
+
+
 def run_both_models(description: str, bench: Callable[..., None]) -> None:
     """Parse the shared flags and run ``bench(name, net, features, classes, settings)`` on the text MLP and on
     the logistic regression (random weights; the same inputs in every benchmark script)."""
@@ -65,8 +68,11 @@ def run_both_models(description: str, bench: Callable[..., None]) -> None:
     parser.add_argument("--num-threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--min-run-time-s", type=float, default=0.2, help="timed seconds per method and batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="latency batch sizes")
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 0.01 s of timed calls per figure")
     args = parser.parse_args()
-    settings = MeasureSettings(tuple(args.batch_sizes), args.num_threads, args.min_run_time_s)
+    settings = MeasureSettings(
+        tuple(args.batch_sizes), args.num_threads, QUICK_S if args.quick else args.min_run_time_s
+    )
     print(f"Measured on: {describe(machine_info())}")
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

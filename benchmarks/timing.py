@@ -76,20 +76,34 @@ def fit_epochs(config: str, *overrides: str) -> list[float]:
 
 def fit_run(config: str, *overrides: str) -> FitTiming:
     """:func:`fit_epochs`, with the best epoch and the seconds to its checkpoint (:class:`FitTiming`)."""
+    timer = EpochTimer()
     with tempfile.TemporaryDirectory() as out:
         start = time.time()
-        args = ["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides]
-        cli = QuantlightCLI(args=args, run=False)  # reads the corpus and fits the vectorizer (linked input_dim)
-        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-        timer = EpochTimer()
-        cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        cli = _fit(config, out, overrides, timer)  # the CLI reads the corpus and fits the vectorizer: timed too
         fit_s = time.time() - start
         best_path = cli.trainer.checkpoint_callback.best_model_path
         to_best_s = os.path.getmtime(best_path) - start
         best = torch.load(best_path, weights_only=True)["epoch"]
     validations = [(t - start, acc) for t, acc in timer.validations]
     return FitTiming(timer.epochs, timer.cpu_epochs, best, to_best_s, fit_s, cli.datamodule, validations)
+
+
+def fit_checkpoint(config: str, out: str, *overrides: str) -> Path:
+    """Train ``config`` as a user runs it, the quantization report left out (it runs after training), into
+    ``out``; its best checkpoint."""
+    return Path(_fit(config, out, overrides).trainer.checkpoint_callback.best_model_path)
+
+
+def _fit(config: str, out: str, overrides: tuple[str, ...], timer: EpochTimer | None = None) -> QuantlightCLI:
+    """``fit`` of ``config`` (relative to the repository) with its logger in ``out``, without the quantization
+    report; ``timer`` times its epochs. The CLI, its trainer fitted."""
+    config = str(Path(__file__).resolve().parents[1] / config)
+    cli = QuantlightCLI(args=["-c", config, "--trainer.logger.init_args.save_dir", out, *overrides], run=False)
+    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
+    if timer is not None:
+        cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli
 
 
 def print_epochs(title: str, results: dict[str, list[float]]) -> list[float]:

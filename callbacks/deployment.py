@@ -1,5 +1,6 @@
-"""After the report: the recommended row as a deployable bundle in ``<run>/quantization/bundle/``, and its
-end-to-end latency (raw input to label) beside the fp32 checkpoint's path, measured side by side.
+"""After the report: the recommended row as a deployable bundle in ``<run>/quantization/bundle/``, its
+end-to-end latency (raw input to label) beside the fp32 checkpoint's path, measured side by side, and what a
+fresh process that loads it and labels one input costs (peak RSS, import + load time).
 
 Lightning glue around ``quantization.bundle``: the datamodule supplies what the bundle needs
 (``preprocessing()``, ``classes``) and what end to end starts from (``raw_test_inputs()``, and
@@ -16,13 +17,15 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from quantization.bundle import load_bundle, write_bundle
+from quantization.bundle import add_to_card, load_bundle, write_bundle
 from quantization.end_to_end import end_to_end_latency
 from quantization.machine import machine_info
+from quantization.memory import bundle_footprint
 from quantization.registry import Artifact
 
 _E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
-_CARD_KEYS = ("size_bytes", "size_ratio", "accuracy", "accuracy_delta", "val_accuracy_delta", "latency_ms", "speedup")
+_CARD_KEYS = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta")
+_CARD_KEYS += ("val_accuracy_delta", "latency_ms", "speedup", "sparse_input")
 
 
 class CheckpointPath:
@@ -59,8 +62,9 @@ def ship(
     """Bundle the recommended row into ``folder / "bundle"`` and time it end to end against the checkpoint.
 
     Returns:
-        ``{"bundle": path, "method": ..., "end_to_end": {pipeline: {batch: figures}}}``, or ``None`` (with a
-        warning) when the recommended artifact cannot be bundled (a torch artifact that needs its model class).
+        ``{"bundle": path, "method": ..., "end_to_end": {pipeline: {batch: figures}}, "footprint": {...}}``
+        (:func:`quantization.memory.bundle_footprint`), or ``None`` (with a warning) when the recommended
+        artifact cannot be bundled (a torch artifact that needs its model class).
     """
     rec = decision["recommendation"]
     row = next(r for r in rows if r["method"] == rec["method"])
@@ -80,11 +84,23 @@ def ship(
         rank_zero_warn(f"No deployable bundle written: {err}")
         return None
     inputs = datamodule.raw_test_inputs()[:_E2E_EXAMPLES]
+    shipped = {"bundle": str(bundle), "method": row["method"], "end_to_end": {}}
     if len(inputs) == 0:
-        return {"bundle": str(bundle), "method": row["method"], "end_to_end": {}}
+        return shipped
+    shipped["footprint"] = footprint(bundle, inputs[0], num_threads)
+    add_to_card(bundle, {"footprint": shipped["footprint"]})
     pipelines = {
         "fp32 checkpoint": CheckpointPath(datamodule, net),
         f"bundle: {row['method']}": load_bundle(bundle, num_threads),
     }
-    timings = end_to_end_latency(pipelines, inputs, (1,), num_threads, min_run_time_s)
-    return {"bundle": str(bundle), "method": row["method"], "end_to_end": timings}
+    shipped["end_to_end"] = end_to_end_latency(pipelines, inputs, (1,), num_threads, min_run_time_s)
+    return shipped
+
+
+def footprint(bundle: Path, example: Any, num_threads: int) -> dict[str, Any]:
+    """:func:`quantization.memory.bundle_footprint`, or the reason it could not be measured (a warning)."""
+    try:
+        return bundle_footprint(bundle, example, num_threads)
+    except (RuntimeError, OSError, ValueError) as err:  # e.g. no fork allowed, a child that ran out of memory
+        rank_zero_warn(f"The bundle's fresh-process footprint was not measured: {err}")
+        return {"error": str(err)}

@@ -58,8 +58,9 @@ class PostTrainingQuantization(Callback):
             fp32 to be recommended (the test split stays the final figure). A method over it gets a
             per-layer sensitivity table and, when keeping its most sensitive layers in fp32 brings it
             within budget, a ``<method>+fallback`` row.
-        objective: What the recommendation optimizes within the budget: ``size``, ``latency_bs1`` or
-            ``latency_bs<N>`` (one of ``latency_batch_sizes``); ``None``: latency at the smallest of them.
+        objective: What the recommendation optimizes within the budget: ``size`` (artifact bytes), ``memory``
+            (bytes the loaded model holds), ``latency_bs1`` or ``latency_bs<N>`` (one of ``latency_batch_sizes``);
+            ``None``: latency at the smallest of them.
         sensitivity: Configured methods (not fp32) to report per-layer sensitivity for even when within budget.
     """
 
@@ -146,7 +147,8 @@ class PostTrainingQuantization(Callback):
         batches = test_batches(datamodule)
         needs_calibration = any(METHODS[name].needs_calibration for name in self.methods)
         calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
-        data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration)
+        sparse = batches[0][0].layout != torch.strided  # term weights: artifacts read their ids and values
+        data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration, sparse_input=sparse)
         folder = Path(report_root(trainer)) / "quantization"
         candidates = self.candidates(trainer, pl_module, datamodule, net)
         writer = tensorboard(trainer)
@@ -193,6 +195,9 @@ class PostTrainingQuantization(Callback):
             write_report(rows, folder, decision)
             if writer is not None:
                 writer.add_text("quant/end_to_end", end_to_end_markdown(decision["deployment"]), step)
+                for key, value in decision["deployment"].get("footprint", {}).items():
+                    if key in ("peak_rss_bytes", "import_load_s", "first_predict_s"):
+                        writer.add_scalar(f"quant/bundle/{key}", value, step)
 
 
 def load_net(pl_module: LightningModule, ckpt_path: str | None) -> nn.Module:

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
@@ -58,6 +59,14 @@ class QATSettings:
             raise ValueError(f"Expected `qat.<method>.epochs` an integer >= 1, got {self.epochs!r}.")
         if not (isinstance(self.lr_scale, (int, float)) and math.isfinite(self.lr_scale) and self.lr_scale > 0):
             raise ValueError(f"Expected `qat.<method>.lr_scale` > 0, got {self.lr_scale!r}.")
+
+
+def close_live_display(trainer: Trainer, pl_module: LightningModule) -> None:
+    """End the main run's live progress display (its finished bars stay on screen) before QAT's trainer opens
+    its own on the same console: a rich display left open underneath would lose its place on the console's
+    stack of live displays and fail when the main run tears it down. Lightning re-opens it for ``test``."""
+    if trainer.progress_bar_callback is not None:
+        trainer.progress_bar_callback.teardown(trainer, pl_module, "fit")
 
 
 class RunsInQAT:
@@ -159,6 +168,8 @@ def fine_tune_qat(
         for name in ("limit_train_batches", "limit_val_batches")
         if getattr(trainer, name) != 1.0  # the main run's limits hold here too
     }
+    close_live_display(trainer, pl_module)
+    rank_zero_info(f"Quantization-aware training for {method}: {qat.epochs} epoch(s) in {folder}")
     inner = Trainer(
         accelerator="cpu",
         devices=1,

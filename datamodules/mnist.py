@@ -135,6 +135,7 @@ class MNISTDataModule(InMemoryDataModule):
         seed: Seed of the train/val split and of the per-epoch shuffling.
     """
 
+    input_kind = "image"  # what a deployable bundle of its model reads (``preprocessing()["input"]``)
     input_dim = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
     num_classes = 10
 

@@ -84,6 +84,7 @@ class TextDataModule(InMemoryDataModule):
     """
 
     predict_split = "predict"  # the texts of `predict_path`
+    input_kind = "text"  # what a deployable bundle of its model reads (``preprocessing()["input"]``)
 
     def __init__(
         self,

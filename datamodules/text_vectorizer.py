@@ -124,8 +124,8 @@ def _unpacked_vocabulary(state: dict) -> dict[str, int]:
 
 def vectorizer_json_state(vectorizer: CountVectorizer) -> dict:
     """:func:`vectorizer_state` as JSON-ready data (idf as a list: float64 values, kept exactly), with the
-    scikit-learn setting ``transform`` also depends on (``norm``):
-    ``quantization.features.featurizer`` rebuilds the vectorizer from it without scikit-learn."""
+    scikit-learn setting ``transform`` also depends on (``norm``): ``runtime.features.TextFeaturizer``
+    rebuilds the vectorizer from it without scikit-learn."""
     state = vectorizer_state(vectorizer)
     if "idf" in state:
         state["idf"] = state["idf"].tolist()

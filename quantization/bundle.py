@@ -1,8 +1,10 @@
-"""A deployable bundle: a quantized artifact with its preprocessing, labels and model card, in one folder.
+"""Writing deployable bundles: a quantized artifact with its preprocessing, labels and model card, in one folder.
 
-``write_bundle`` turns a report's artifact into something that reads raw inputs (text, uint8
-images) and answers with labels; ``load_bundle`` runs it with ONNX Runtime or torch
-(``weights_only``), without Lightning, scikit-learn or any unpickled code. Every file is plain data.
+``write_bundle`` turns a report's artifact into something that reads raw inputs (text, uint8 images) and
+answers with labels; the ``runtime`` package loads it with numpy and ONNX Runtime alone. An fp32 torch
+artifact is shipped as ONNX (the same weights, the same arithmetic), and a text model's artifact reads term
+ids and weights (``quantization.embedding_bag``). Other torch artifacts stay ``.pt``: their bundle needs torch,
+and :func:`load_bundle` here (the engine's, with torch) loads those too. Every file is plain data.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from torch import nn
 
 from errors import CheckpointError
 from quantization.artifacts import load_artifact
-from quantization.features import ImageFeaturizer, TextFeaturizer, featurizer
-from quantization.registry import METHODS, Artifact, Runner
-from quantization.torch_artifact import read_payload
+from quantization.embedding_bag import table_rows
+from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
+from quantization.registry import BASELINE, METHODS, Artifact, Runner
+from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
+from runtime import Bag, Bundle, BundleError, featurizer
+from runtime import bundle as runtime_bundle
+from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
 from storage.atomic import atomic_write
 
-FORMAT, VERSION = "quantlight-bundle", 1
-MANIFEST, PREPROCESSING, CARD_JSON, CARD_MD = "bundle.json", "preprocessing.json", "model_card.json", "model_card.md"
-_CHUNK_ROWS = 1024  # rows featurized and run at a time: bounds the dense (rows, input_dim) block
+__all__ = ["CARD_JSON", "CARD_MD", "FORMAT", "MANIFEST", "PREPROCESSING", "VERSION", "Bundle", "load_bundle"]
 
 
 def write_bundle(
@@ -67,16 +71,31 @@ def write_bundle(
             "artifact (onnx_*), or a torch artifact of a flat nn.Sequential."
         )
     featurize = featurizer(preprocessing)
-    _check_fits(METHODS[artifact.method].load(artifact.data, None, 1), featurize.input_dim, len(classes))
+    artifact = shippable(artifact, featurize.input_dim, sparse_input=preprocessing.get("input") == "text")
+    if artifact.suffix == ".onnx":
+        runner = OrtRunner(artifact.data)
+        rows = table_rows(artifact.data)
+        if rows is not None and rows != featurize.input_dim:
+            raise ValueError(
+                f"The artifact does not take the preprocessing's {featurize.input_dim} features per example (it "
+                f"reads term ids of a {rows}-term vocabulary). Bundle the preprocessing of the data the model was "
+                "trained on."
+            )
+    else:
+        runner = METHODS[artifact.method].load(artifact.data, None, 1)
+    _check_fits(runner, featurize.input_dim, len(classes))
     folder = Path(folder)
     label = getattr(artifact, "label", artifact.method)  # the report row's name, e.g. int3_weight_only+qat
     name = f"{label}{artifact.suffix}"
+    needs = "onnxruntime" if artifact.suffix == ".onnx" else "torch"
     manifest = {"format": FORMAT, "version": VERSION, "method": artifact.method, "artifact": name}
     manifest |= {"sha256": hashlib.sha256(artifact.data).hexdigest(), "classes": classes}
     manifest |= {"input": preprocessing["input"], "input_dim": featurize.input_dim}
+    manifest |= {"runtime": needs, "sparse_input": bool(getattr(runner, "sparse_input", False))}
     card_data = {"method": label, "summary": METHODS[artifact.method].summary, "artifact": name}
     card_data |= {"size_bytes": artifact.size_bytes, "input": preprocessing["input"], "classes": classes}
-    card_data |= {**artifact.info, **(card or {})}
+    card_data |= {"runtime": needs, "sparse_input": manifest["sparse_input"]}
+    card_data |= {**artifact.info, **(card or {}), "shipped_bytes": artifact.size_bytes}
     files = {name: artifact.data, PREPROCESSING: _json_bytes(preprocessing), CARD_JSON: _json_bytes(card_data)}
     files |= {CARD_MD: model_card_markdown(card_data, featurize.input_dim).encode("utf-8")}
     files |= {MANIFEST: _json_bytes(manifest)}  # every file serialized before any is written; the manifest last
@@ -90,11 +109,24 @@ def write_bundle(
 
 def _previous_artifact(folder: Path) -> str | None:
     """The artifact file named by a bundle already in ``folder``, if any."""
-    try:
-        name = _read_json(folder / MANIFEST).get("artifact")
-    except (OSError, ValueError, AttributeError):  # no bundle there, or not one this version wrote
-        return None
+    name = _previous_artifact_name(folder)  # None: no bundle there, or not one this version wrote
     return name if isinstance(name, str) and Path(name).name == name else None
+
+
+def shippable(artifact: Artifact, input_dim: int, sparse_input: bool) -> Artifact:
+    """The artifact a bundle holds: an fp32 torch artifact becomes ONNX (the same weights and arithmetic, run
+    by ONNX Runtime without torch; for text, reading term ids and weights); every other artifact as it is."""
+    if artifact.method != BASELINE or artifact.suffix != ".pt":
+        return artifact
+    payload = read_payload(artifact.data)
+    if payload["architecture"] is None:
+        return artifact  # refused below: it needs its Python model class
+    model = decode_model(artifact.data, FP32_CODEC)
+    data = export_onnx(model, torch.zeros(1, input_dim))
+    info = dict(artifact.info)
+    if sparse_input:
+        data, info = sparse_artifact(data, data, model, None, info)
+    return Artifact(artifact.method, data, ".onnx", info | {"shipped_as": "onnx"}, artifact.name)
 
 
 def _check_fits(runner: Runner, input_dim: int, num_classes: int) -> None:
@@ -112,58 +144,21 @@ def _check_fits(runner: Runner, input_dim: int, num_classes: int) -> None:
         )
 
 
-class Bundle:
-    """A loaded bundle: raw inputs in, labels or class probabilities out (see :func:`load_bundle`).
+class TorchModel:
+    """A torch artifact behind a bundle (it needs torch): term bags or dense rows in, numpy logits out."""
 
-    ONNX Runtime's dynamic int8 quantizes activations per call, so with ``onnx_dynamic_int8`` a label can
-    depend on the other inputs of the call (2 of 4,628 test tweets differ between batch 1 and batch 256).
+    def __init__(self, runner: Runner, input_dim: int) -> None:
+        self.runner, self.input_dim = runner, input_dim
+        self.sparse_input = False
 
-    Args:
-        folder: The bundle's folder.
-        manifest: Its ``bundle.json``.
-        featurize: Raw inputs -> ``(N, input_dim)`` float32 features.
-        runner: The loaded artifact.
-        card: Its ``model_card.json``.
-    """
-
-    def __init__(
-        self, folder: Path, manifest: dict, featurize: TextFeaturizer | ImageFeaturizer, runner: Runner, card: dict
-    ) -> None:
-        self.folder = folder
-        self.method: str = manifest["method"]
-        self.classes: list[str] = list(manifest["classes"])
-        self.input: str = manifest["input"]
-        self.input_dim: int = featurize.input_dim
-        self.featurize = featurize
-        self.runner = runner
-        self.card = card
-
-    def features(self, inputs: Sequence) -> np.ndarray:
-        """``(N, input_dim)`` float32 features of raw inputs: texts, or ``(N, H, W)`` uint8 images."""
-        return self.featurize(inputs)
-
-    def run(self, features: np.ndarray) -> torch.Tensor:
-        """``(N, num_classes)`` fp32 logits of features, as the quantization report measured the artifact."""
-        return self.runner.logits(torch.from_numpy(features))
-
-    def logits(self, inputs: Sequence) -> torch.Tensor:
-        """``(N, num_classes)`` fp32 logits of raw inputs, :data:`_CHUNK_ROWS` rows at a time."""
-        if len(inputs) <= _CHUNK_ROWS:
-            return self.run(self.features(inputs))
-        chunks = [inputs[i : i + _CHUNK_ROWS] for i in range(0, len(inputs), _CHUNK_ROWS)]
-        return torch.cat([self.run(self.features(chunk)) for chunk in chunks])
-
-    def predict_proba(self, inputs: Sequence) -> np.ndarray:
-        """``(N, num_classes)`` float32 class probabilities (softmax of the logits, as ``predict`` computes them)."""
-        return torch.softmax(self.logits(inputs), dim=1).numpy()
-
-    def predict(self, inputs: Sequence) -> list[str]:
-        """The predicted label of each raw input (the largest logit)."""
-        return [self.classes[i] for i in self.logits(inputs).argmax(dim=1).tolist()]
+    def logits(self, features: np.ndarray | Bag) -> np.ndarray:
+        dense = features.dense(self.input_dim) if isinstance(features, Bag) else features
+        return self.runner.logits(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))).numpy()
 
 
 def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
-    """Load a bundle written by :func:`write_bundle`, checking every file first.
+    """Load a bundle written by :func:`write_bundle`, checking every file first: ONNX artifacts with the
+    ``runtime`` package (no torch needed), torch artifacts with torch (``weights_only``, no unpickled code).
 
     Args:
         path: The bundle folder (or its ``bundle.json``).
@@ -174,79 +169,56 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
             one line that names the path and the fix.
     """
     folder, manifest = read_manifest(path)
-    name = manifest["artifact"]
-    artifact = folder / name
-    if hashlib.sha256(artifact.read_bytes()).hexdigest() != manifest.get("sha256"):
-        raise CheckpointError(
-            f"Bundle {folder}: {name} does not match the SHA-256 in {MANIFEST} (truncated or replaced). "
-            "Copy the whole folder again, or write the bundle again."
-        )
+    if Path(manifest["artifact"]).suffix == ".onnx":
+        try:
+            return runtime_bundle.load_bundle(folder, num_threads)
+        except BundleError as err:
+            raise CheckpointError(str(err)) from err
     try:
-        featurize = featurizer(_read_bundle_json(folder, PREPROCESSING))
-        runner = load_artifact(artifact, num_threads=num_threads)
+        data = runtime_bundle.check_artifact(folder, manifest)
+        featurize = featurizer(runtime_bundle.read_bundle_json(folder, PREPROCESSING))
+        runner = load_artifact(folder / manifest["artifact"], num_threads=num_threads)
+        card = runtime_bundle.read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
+    except BundleError as err:
+        raise CheckpointError(str(err)) from err
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # an unknown method, a hand-edited file
         raise CheckpointError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
-    card = _read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
-    return Bundle(folder, manifest, featurize, runner, card)
+    del data  # checked; the torch loader reads the file itself
+    return Bundle(folder, manifest, featurize, TorchModel(runner, featurize.input_dim), card)
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
-    """The bundle's folder and its ``bundle.json``, checked (format, version, artifact present) without
-    loading the model: what a caller needs to know before loading it (classes, input kind and width).
-
-    Raises:
-        CheckpointError: As :func:`load_bundle`.
-    """
-    folder = Path(path)
-    if folder.is_file() and folder.name == MANIFEST:
-        folder = folder.parent
-    if not folder.is_dir():
-        what = "is a file, not a bundle folder" if folder.exists() else "not found"
-        raise CheckpointError(
-            f"Bundle {folder} {what}. Pass the folder write_bundle wrote (it holds {MANIFEST}), "
-            "e.g. <run>/quantization/bundle."
-        )
-    if not (folder / MANIFEST).is_file():
-        found = ", ".join(sorted(p.name for p in folder.iterdir())[:5]) or "nothing"
-        raise CheckpointError(
-            f"Bundle {folder} holds no {MANIFEST} (found: {found}): not a bundle. "
-            "Write one with quantization.bundle.write_bundle, or pass the folder it wrote."
-        )
-    manifest = _read_bundle_json(folder, MANIFEST)
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise CheckpointError(
-            f"Bundle {folder} is {manifest.get('format')!r} version {manifest.get('version')!r}; this Quantlight "
-            f"reads {FORMAT!r} version {VERSION}. Write the bundle again with this version."
-        )
-    missing = [key for key in ("method", "artifact", "sha256", "classes", "input", "input_dim") if key not in manifest]
-    if missing:
-        raise CheckpointError(f"Bundle {folder}: {MANIFEST} lacks {', '.join(missing)}. Write the bundle again.")
-    name = str(manifest["artifact"])
-    if Path(name).name != name or not (folder / name).is_file():
-        raise CheckpointError(f"Bundle {folder} lacks its artifact {name}. Copy the whole folder, or write it again.")
-    return folder, manifest
-
-
-def _read_bundle_json(folder: Path, name: str) -> dict:
-    if not (folder / name).is_file():
-        raise CheckpointError(f"Bundle {folder} lacks {name}. Copy the whole folder, or write the bundle again.")
+    """The bundle's folder and its checked ``bundle.json`` (``runtime.read_manifest``), errors as one line
+    for the CLI (:class:`errors.CheckpointError`)."""
     try:
-        data = _read_json(folder / name)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(
-            f"Bundle {folder}: {name} is not valid JSON ({err}). Copy the whole folder again, or write it again."
-        ) from err
-    if not isinstance(data, dict):
-        raise CheckpointError(f"Bundle {folder}: {name} holds no JSON object. Write the bundle again.")
-    return data
+        return runtime_bundle.read_manifest(path)
+    except BundleError as err:
+        raise CheckpointError(str(err)) from err
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def add_to_card(folder: str | os.PathLike, figures: Mapping[str, Any]) -> None:
+    """Add figures measured after writing (e.g. a fresh process's footprint) to a bundle's model card."""
+    folder, manifest = read_manifest(folder)
+    card = runtime_bundle.read_bundle_json(folder, CARD_JSON) | dict(figures)
+    atomic_write(folder / CARD_JSON, _json_bytes(card))
+    atomic_write(folder / CARD_MD, model_card_markdown(card, int(manifest["input_dim"])).encode("utf-8"))
+
+
+def _previous_artifact_name(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("artifact")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+_LOADERS = {  # the import that loads a bundle, by what its artifact needs
+    "onnxruntime": "from runtime import load_bundle  # numpy and onnxruntime only",
+    "torch": "from quantization.bundle import load_bundle  # a torch artifact: needs torch",
+}
 
 
 def model_card_markdown(card: Mapping[str, Any], input_dim: int) -> str:
@@ -258,7 +230,7 @@ def model_card_markdown(card: Mapping[str, Any], input_dim: int) -> str:
     figures = [f"| {key} | {value} |" for key, value in _flatten(card) if key not in ("method", "summary")]
     use = [
         "```python",
-        "from quantization.bundle import load_bundle",
+        _LOADERS.get(card.get("runtime"), _LOADERS["onnxruntime"]),
         "",
         'bundle = load_bundle("<this folder>")',
         "bundle.predict(inputs)  # texts (a list of str), or (N, H, W) uint8 images -> labels",

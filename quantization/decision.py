@@ -27,7 +27,7 @@ class Budget:
 
     Args:
         max_accuracy_drop: Points of validation accuracy a method may lose against fp32.
-        objective: ``size``, ``latency_bs1`` or ``latency_bs<N>`` (a measured batch size).
+        objective: ``size``, ``memory``, ``latency_bs1`` or ``latency_bs<N>`` (a measured batch size).
         sensitivity: Methods whose per-layer sensitivity is reported even when within budget (those over
             it always get one, with the fallback it leads to).
     """

@@ -30,6 +30,7 @@ class IntegerMatMul:
     node: str
     activation: str  # the tensor name of the quantized activation input
     weight: np.ndarray  # (K, N) int8 or uint8
+    gathered: bool = False  # the weight is a table whose rows a Gather picks per input (an embedding bag)
 
     @property
     def saturates_avx2(self) -> bool:
@@ -49,16 +50,20 @@ def worst_pair_sum(weight: np.ndarray) -> int:
 
 
 def integer_matmuls(model: onnx.ModelProto) -> list[IntegerMatMul]:
-    """Every ``MatMulInteger`` / ``QLinearMatMul`` / ``QGemm`` with a constant weight, in graph order."""
+    """Every ``MatMulInteger`` / ``QLinearMatMul`` / ``QGemm`` with a constant weight (or rows gathered from a
+    constant table), in graph order."""
     initializers = {init.name: init for init in model.graph.initializer}
     found = []
+    gathers = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    gathers = {out: table for out, table in gathers.items() if table in initializers}
     for node in model.graph.node:
         if node.op_type in _INTEGER_MATMULS:
             a, b, _, _ = _INTEGER_MATMULS[node.op_type]
-            weight = numpy_helper.to_array(initializers[node.input[b]])
+            gathered = node.input[b] in gathers  # a sparse-input bag: pairs of terms meet rows of the same table
+            weight = numpy_helper.to_array(initializers[gathers.get(node.input[b], node.input[b])])
             if any(attr.name == "transB" and attr.i for attr in node.attribute):
                 weight = weight.T  # QGemm stores (N, K)
-            found.append(IntegerMatMul(node.name or node.output[0], node.input[a], weight))
+            found.append(IntegerMatMul(node.name or node.output[0], node.input[a], weight, gathered))
     return found
 
 
@@ -89,12 +94,13 @@ def avx2_saturation(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> dict[s
     """Run ``model_bytes`` on ``inputs`` and replay each u8 x s8 product with AVX2 arithmetic.
 
     Returns per integer matmul the share of int16 pair sums that saturate, keyed by node name
-    (u8 x u8 products are exact on every x86 kernel and report 0).
+    (u8 x u8 products are exact on every x86 kernel and report 0). An embedding bag's product (rows gathered
+    per input) is not replayed: :func:`worst_pair_sum` of its table bounds it.
     """
     import onnxruntime as ort  # only needed here; the inspection above works without it
 
     model = onnx.load_from_string(model_bytes)
-    matmuls = integer_matmuls(model)
+    matmuls = [matmul for matmul in integer_matmuls(model) if not matmul.gathered]
     graph_outputs = {output.name for output in model.graph.output}
     for matmul in matmuls:
         if matmul.activation not in graph_outputs:  # expose the quantized activation

@@ -8,7 +8,6 @@ callback both call :func:`measure_methods`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from torch import nn
 from torch.utils import benchmark
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from quantization.onnx_runtime import dense
+from quantization.memory import held_bytes
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, input_dim) features, (B,) labels
@@ -97,23 +96,28 @@ def time_calls(runner: Runner, x: torch.Tensor, num_threads: int, min_run_time_s
 
 
 def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[int, torch.Tensor]:
-    """The first ``n`` rows of ``features`` per batch size, repeated when there are fewer rows."""
+    """The first ``n`` rows of ``features`` per batch size, repeated when there are fewer rows; sparse rows
+    stay sparse (each runner is fed what its artifact reads: term ids and weights, or dense rows)."""
     inputs = {}
     for n in batch_sizes:
-        repeats = math.ceil(n / len(features))
-        inputs[n] = features.repeat(repeats, 1)[:n].contiguous()  # (n, input_dim)
+        rows = torch.arange(n) % len(features)
+        if features.layout == torch.strided:
+            inputs[n] = features[rows].contiguous()  # (n, input_dim)
+        else:
+            inputs[n] = features.index_select(0, rows).coalesce()  # (n, input_dim) sparse
     return inputs
 
 
 def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
-    """The first ``n`` rows of the batches' inputs (fewer when there are fewer), dense."""
+    """The first ``n`` rows of the batches' inputs (fewer when there are fewer), in their layout."""
     rows, count = [], 0
     for x, _ in batches:
-        rows.append(dense(x))
+        rows.append(x if x.layout == torch.strided else x.to_sparse_coo())
         count += len(rows[-1])
         if count >= n:
             break
-    return torch.cat(rows)[:n]
+    joined = torch.cat(rows)
+    return joined[:n] if joined.layout == torch.strided else joined.index_select(0, torch.arange(min(n, count)))
 
 
 def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
@@ -147,14 +151,17 @@ def measure_artifact(
     runner = METHODS[artifact.method].load(artifact.data, model, settings.num_threads)
     predictions, accuracy = predict(runner, batches)
     latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
+    fed_sparse = any(x.layout != torch.strided for x in inputs.values())
     row = {
         "method": artifact.label,
         "base_method": artifact.method,
         "artifact": f"{artifact.label}{artifact.suffix}",
         "size_bytes": artifact.size_bytes,
+        "memory_bytes": held_bytes(runner, artifact),
         "accuracy": accuracy,
         "latency_ms": latency,
         "threads": settings.num_threads,
+        "sparse_input": bool(fed_sparse and getattr(runner, "sparse_input", False)),
         **artifact.info,
     }
     if val_batches:
@@ -163,7 +170,7 @@ def measure_artifact(
 
 
 def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
-    """Add size ratio, accuracy delta (percentage points), agreement and speedups against fp32.
+    """Add size ratio, memory ratio, accuracy delta (percentage points), agreement and speedups against fp32.
 
     ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's; with a
     validation accuracy, ``val_accuracy_delta`` is its change in points (what an accuracy budget reads).
@@ -173,6 +180,7 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
         row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
     return row | {
         "size_ratio": baseline["size_bytes"] / row["size_bytes"],
+        "memory_ratio": baseline["memory_bytes"] / row["memory_bytes"],
         "accuracy_delta": (row["accuracy"] - baseline["accuracy"]) * 100,
         "agreement": agreement,
         "speedup": speedup,
@@ -195,7 +203,7 @@ def measure_methods(
         model: The fp32 ``nn.Module`` (logits out), in eval mode.
         methods: Registry name -> that method's settings, or :class:`Candidate` rows (a row may bring its
             own model, e.g. QAT weights, or layers to keep in fp32); fp32 is added as the baseline.
-        batches: Evaluation batches, the same for every method (latency inputs are dense).
+        batches: Evaluation batches, the same for every method (latency inputs keep their layout).
         data: The example batch and calibration batches the methods may use.
         settings: Latency batch sizes, threads and run time.
         val_batches: Validation batches: each row also gets ``val_accuracy`` (what a budget is checked on,

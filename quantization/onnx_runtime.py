@@ -3,7 +3,9 @@
 The export traces the model's own ``forward`` on an example batch (dense), so any architecture
 the exporter supports goes through; the artifact is the ``.onnx`` file itself and runs with a
 fixed intra-op thread count, like torch. :func:`linear_nodes` finds the graph nodes of each
-``nn.Linear``, so a method can leave the layers of ``QuantizationData.keep_fp32`` unquantized.
+``nn.Linear``, so a method can leave the layers of ``QuantizationData.keep_fp32`` unquantized. With
+``QuantizationData.sparse_input`` the method's graph is rewritten to read term ids and weights
+(``quantization.embedding_bag``) when its first layer is a Linear over the input.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import logging
 import warnings
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from quantization.embedding_bag import first_linear, to_sparse_input
 from quantization.registry import Artifact, Method, QuantizationData
-from quantization.swap import check_keep_fp32
+from quantization.swap import check_keep_fp32, linear_layers
+from runtime import Bag, OnnxModel
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 OPSET = 17
@@ -122,8 +126,18 @@ def quantizer_advice_dropped() -> Iterator[None]:
         logging.root.removeFilter(advice)
 
 
+def bag_of(x: torch.Tensor) -> Bag:
+    """A batch's term ids and weights: the non-zeros of each row of a sparse COO (or dense) ``(B, D)`` batch."""
+    if x.layout == torch.strided:
+        return Bag.from_dense(as_numpy(x))
+    x = x.to_sparse_coo().coalesce()  # sorted by row, then column
+    rows, columns = x.indices().cpu().numpy()
+    return Bag.from_coo(rows, columns, x.values().detach().cpu().float().numpy(), x.shape[0])
+
+
 class OrtRunner:
-    """Runs an ONNX model in ONNX Runtime on CPU with ``num_threads`` intra-op threads.
+    """Runs an ONNX model in ONNX Runtime on CPU with ``num_threads`` intra-op threads, as a bundle does
+    (``runtime.OnnxModel``); a sparse-input model is fed each batch's term ids and weights.
 
     Args:
         model: The ``.onnx`` file's bytes.
@@ -131,21 +145,40 @@ class OrtRunner:
     """
 
     def __init__(self, model: bytes, num_threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.model = OnnxModel(model, num_threads)
+        self.session = self.model.session
+        self.sparse_input = self.model.sparse_input
 
     def prepare(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return {self.input_name: as_numpy(x)}
+        return self.model.feeds(bag_of(x) if self.sparse_input else as_numpy(x))
 
-    def run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, prepared)
+    def run(self, prepared: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run(prepared)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """fp32 logits, ``(B, input_dim) -> (B, num_classes)``."""
-        return torch.from_numpy(self.run(self.prepare(x))[0]).float()
+        return torch.from_numpy(self.run(self.prepare(x))).float()
+
+
+def sparse_artifact(
+    onnx_model: bytes, fp32: bytes, model: nn.Module, settings: Any, info: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
+    """``onnx_model`` rewritten to read term ids and weights (``quantization.embedding_bag``), with
+    ``info["bag_rows"]`` the kind of rows it gathers; unchanged, with ``info["dense_input"]`` saying why,
+    when the model's first layer is not a Linear over its input or its graph is not a form the rewrite knows."""
+    layer = first_linear(model)
+    if layer is None:
+        return onnx_model, info | {"dense_input": "the first layer is not an nn.Linear over the input"}
+    graph = onnx.load_from_string(fp32).graph
+    node = linear_nodes(graph, [layer])[layer][0]
+    output = next(n.output[0] for n in graph.node if n.name == node)  # the layer's output, /0/Gemm_output_0
+    linear = linear_layers(model)[layer]
+    block_size, symmetric = getattr(settings, "block_size", 128), getattr(settings, "symmetric", True)
+    try:
+        rewritten, rows = to_sparse_input(onnx_model, output, linear, block_size, symmetric)
+    except ValueError as err:
+        return onnx_model, info | {"dense_input": str(err)}
+    return rewritten, info | {"bag_rows": rows}
 
 
 def onnx_method(
@@ -166,6 +199,8 @@ def onnx_method(
         onnx_model, info = convert(fp32, method_settings, data, [node for nodes in kept.values() for node in nodes])
         if data.keep_fp32:
             info["kept_fp32_layers"] = len(data.keep_fp32)
+        if data.sparse_input:
+            onnx_model, info = sparse_artifact(onnx_model, fp32, model, method_settings, info)
         return Artifact(name, onnx_model, ".onnx", info)
 
     def load(data: bytes, model: nn.Module | None, num_threads: int) -> OrtRunner:

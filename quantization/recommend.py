@@ -1,6 +1,6 @@
-"""Pick the artifact to ship from report rows: the best on one objective (size, or latency at a measured
-batch size) among the methods within an accuracy budget of fp32 on the validation split, with the reason
-and every runner-up's "why not" in words.
+"""Pick the artifact to ship from report rows: the best on one objective (size, memory held at run time, or
+latency at a measured batch size) among the methods within an accuracy budget of fp32 on the validation split,
+with the reason and every runner-up's "why not" in words.
 
 Pure functions on the rows :mod:`quantization.measure` writes, plus ``val_accuracy_delta`` (points vs fp32
 on validation), as Neural Compressor's accuracy criterion + objective do, decided from measured artifacts.
@@ -19,6 +19,8 @@ from quantization.registry import BASELINE
 # within this slack, far below one sample of any evaluation set (1e-9 points = 1 in 1e11).
 SLACK_POINTS = 1e-9
 _LATENCY = re.compile(r"latency_bs([1-9][0-9]*)")
+# Objectives measured in bytes: the row key, then the words for a lower and a higher value.
+_BYTES = {"size": ("size_bytes", "smaller", "larger"), "memory": ("memory_bytes", "less memory", "more memory")}
 Row = Mapping[str, Any]
 
 
@@ -41,29 +43,29 @@ def check_max_accuracy_drop(max_accuracy_drop: Any) -> float:
 
 
 def check_objective(objective: Any, batch_sizes: Sequence[int] | None = None) -> int | None:
-    """The batch size a ``latency_bs<N>`` objective times (``None`` for ``size``), refused in one line when
-    the string is neither or, given the measured ``batch_sizes``, ``N`` is not one of them.
+    """The batch size a ``latency_bs<N>`` objective times (``None`` for ``size`` and ``memory``), refused in
+    one line when the string is none of them or, given the measured ``batch_sizes``, ``N`` is not one of them.
 
-    >>> check_objective("size"), check_objective("latency_bs256", [1, 256])
-    (None, 256)
-    >>> check_objective("latency_bs64", [1, 256])
+    >>> check_objective("size"), check_objective("memory"), check_objective("latency_bs256", [1, 256])
+    (None, None, 256)
+    >>> check_objective("latency_bs64", [1, 256])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: Expected `objective` to be size or latency_bs<N>, N a measured batch size (1, 256), got 'latency_bs64'.
+    ValueError: Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size (1, 256), got ...
     """
-    if objective == "size":
+    if objective in _BYTES:
         return None
     match = _LATENCY.fullmatch(objective) if isinstance(objective, str) else None
     if match is None:
         raise ValueError(
-            "Expected `objective` to be size, latency_bs1 or latency_bs<N> (N a measured batch size), "
+            "Expected `objective` to be size, memory, latency_bs1 or latency_bs<N> (N a measured batch size), "
             f"got {objective!r}."
         )
     batch_size = int(match.group(1))
     if batch_sizes is not None and batch_size not in batch_sizes:
         measured = ", ".join(map(str, batch_sizes))
         raise ValueError(
-            f"Expected `objective` to be size or latency_bs<N>, N a measured batch size ({measured}), "
+            f"Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size ({measured}), "
             f"got {objective!r}."
         )
     return batch_size
@@ -73,13 +75,15 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
     """The row to ship: best on ``objective`` among rows within ``max_accuracy_drop`` points of fp32 on
     validation (``val_accuracy_delta >= -max_accuracy_drop``), if better than fp32 on it; else fp32.
 
-    Lower is better: ``size_bytes`` for ``size``, the median of ``latency_ms[N]`` for ``latency_bs<N>``.
+    Lower is better: ``size_bytes`` for ``size``, ``memory_bytes`` for ``memory``, the median of ``latency_ms[N]``
+    for ``latency_bs<N>``.
     Ties go to the smaller artifact, then to the higher validation accuracy.
 
     Args:
         rows: Report rows (``method``, ``size_bytes``, ``latency_ms``, ``val_accuracy_delta``), fp32 among them.
         max_accuracy_drop: The budget, in accuracy points on the validation split.
-        objective: ``size``, ``latency_bs1`` or ``latency_bs<N>`` for a measured batch size ``N``.
+        objective: ``size`` (the artifact's bytes), ``memory`` (the bytes its loaded model holds), ``latency_bs1``
+            or ``latency_bs<N>`` for a measured batch size ``N``.
 
     Returns:
         ``{method, objective, max_accuracy_drop, reason, runners_up: [{method, why_not}]}``, runners-up
@@ -102,15 +106,26 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
     -0.04 points on validation (budget 0.5).
     >>> print(recommend(rows, 0.01, "size")["reason"])
     fp32: every method loses more than 0.01 points on validation (closest: int8, -0.04).
+    >>> rows = [r | {"memory_bytes": m} for r, m in zip(rows, (40_960, 40_960, 6_144))]
+    >>> print(recommend(rows, 0.5, "memory")["reason"])  # doctest: +NORMALIZE_WHITESPACE
+    fp32: 1 of 2 methods lose more than 0.5 points on validation and int8, the only one within budget,
+    is not lighter than fp32 (40.0 KB held).
+    >>> rows[1] = rows[1] | {"memory_bytes": 11_264}
+    >>> print(recommend(rows, 0.5, "memory")["reason"])  # doctest: +NORMALIZE_WHITESPACE
+    int8: 3.6x less memory than fp32 (11.0 KB vs 40.0 KB held) and 3.6x smaller, 8.6x faster at batch 1,
+    -0.04 points on validation (budget 0.5).
     """
     budget = check_max_accuracy_drop(max_accuracy_drop)
     baseline = _baseline(rows)
     batch_size = check_objective(objective, [int(n) for n in baseline.get("latency_ms", {})])
+    key = _BYTES[objective][0] if batch_size is None else None
     for row in rows:
         _check_val_delta(row)
+        if key is not None and not row.get(key):
+            raise ValueError(f"Expected row {row.get('method')!r} to have `{key}` for objective {objective!r}.")
 
     def value(row: Row) -> float:
-        return row["size_bytes"] if batch_size is None else row["latency_ms"][str(batch_size)]["median"]
+        return row[key] if key is not None else row["latency_ms"][str(batch_size)]["median"]
 
     def rank(row: Row) -> tuple[float, int, float]:
         return value(row), row["size_bytes"], -row["val_accuracy_delta"]
@@ -127,9 +142,9 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
     contenders = [row for row in within if row is not baseline and beats_fp32(row)]
     chosen = min(contenders, key=rank) if contenders else baseline
     if chosen is baseline:
-        reason = _fp32_reason(rows, within, baseline, budget, batch_size, value)
+        reason = _fp32_reason(rows, within, baseline, budget, objective, batch_size, value)
     else:
-        reason = _reason(chosen, baseline, budget, batch_size)
+        reason = _reason(chosen, baseline, budget, objective, batch_size)
     others = sorted((row for row in rows if row is not chosen), key=rank)
     return {
         "method": chosen["method"],
@@ -137,7 +152,8 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
         "max_accuracy_drop": budget,
         "reason": reason,
         "runners_up": [
-            {"method": r["method"], "why_not": _why_not(r, chosen, budget, batch_size, beats_fp32(r))} for r in others
+            {"method": r["method"], "why_not": _why_not(r, chosen, budget, objective, batch_size, beats_fp32(r))}
+            for r in others
         ],
     }
 
@@ -183,15 +199,19 @@ def _speed(row: Row, baseline: Row, batch_size: int) -> str:
     return _times(ratio, "faster", "slower")
 
 
-def _reason(chosen: Row, baseline: Row, budget: float, batch_size: int | None) -> str:
+def _reason(chosen: Row, baseline: Row, budget: float, objective: str, batch_size: int | None) -> str:
     accuracy = f"{chosen['val_accuracy_delta']:+.2f} points on validation (budget {budget:g})"
     smaller = _times(baseline["size_bytes"] / chosen["size_bytes"], "smaller", "larger")
     if batch_size is None:
-        sizes = f"({_size(chosen['size_bytes'])} vs {_size(baseline['size_bytes'])})"
+        key, lower, higher = _BYTES[objective]
+        held = " held" if objective == "memory" else ""
+        sizes = f"({_size(chosen[key])} vs {_size(baseline[key])}{held})"
         first = min(baseline.get("latency_ms", {}), key=int, default=None)
         timed = first is not None and first in chosen.get("latency_ms", {})
-        speed = f" and {_speed(chosen, baseline, int(first))} at batch {first}" if timed else ""
-        return f"{chosen['method']}: {smaller} than fp32 {sizes}{speed}, {accuracy}."
+        speed = f"{_speed(chosen, baseline, int(first))} at batch {first}" if timed else ""
+        also = ", ".join(filter(None, [smaller if objective == "memory" else "", speed]))
+        better = _times(baseline[key] / chosen[key], lower, higher)
+        return f"{chosen['method']}: {better} than fp32 {sizes}{f' and {also}' if also else ''}, {accuracy}."
     key = str(batch_size)
     times = f"({_ms(chosen['latency_ms'][key]['median'])} vs {_ms(baseline['latency_ms'][key]['median'])} ms)"
     faster = _speed(chosen, baseline, batch_size)
@@ -203,6 +223,7 @@ def _fp32_reason(
     within: list[Row],
     baseline: Row,
     budget: float,
+    objective: str,
     batch_size: int | None,
     value: Callable[[Row], float],
 ) -> str:
@@ -210,8 +231,11 @@ def _fp32_reason(
     others = [row for row in rows if row is not baseline]
     if not others:
         return "fp32: it is the only row measured."
-    target = f"{_size(value(baseline))}" if batch_size is None else f"{_ms(value(baseline))} ms at batch {batch_size}"
-    better = "smaller" if batch_size is None else "clearly faster"  # p90 under fp32's median
+    held = " held" if objective == "memory" else ""
+    target = (
+        f"{_size(value(baseline))}{held}" if batch_size is None else f"{_ms(value(baseline))} ms at batch {batch_size}"
+    )
+    better = {"size": "smaller", "memory": "lighter"}.get(objective, "clearly faster")  # p90 under fp32's median
     within_others = [row for row in within if row is not baseline]
     over = len(others) - len(within_others)
     if not within_others:
@@ -225,14 +249,17 @@ def _fp32_reason(
     return f"fp32: {lost}none of the {len(within_others)} within budget is {better} than fp32 ({target})."
 
 
-def _why_not(row: Row, chosen: Row, budget: float, batch_size: int | None, clearly_faster: bool = True) -> str:
+def _why_not(
+    row: Row, chosen: Row, budget: float, objective: str, batch_size: int | None, clearly_faster: bool = True
+) -> str:
     """One clause: over budget, worse on the objective, or lost a tie (larger, then less accurate)."""
     delta = row["val_accuracy_delta"]
     if delta < -budget - SLACK_POINTS:
         return f"over budget by {-delta - budget:.2f} points ({delta:+.2f} on validation)"
     if batch_size is None:
-        mine, theirs = row["size_bytes"], chosen["size_bytes"]
-        worse, equal = _times(theirs / mine, "smaller", "larger"), "as small"
+        key, lower, higher = _BYTES[objective]
+        mine, theirs = row[key], chosen[key]
+        worse, equal = _times(theirs / mine, lower, higher), "as small" if objective == "size" else "as light"
         figures = f"({_size(mine)} vs {_size(theirs)})"
     else:
         key = str(batch_size)

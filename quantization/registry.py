@@ -29,11 +29,15 @@ class QuantizationData:
         calibration: Dense training batches that static methods calibrate on.
         keep_fp32: Qualified names of ``nn.Linear`` layers (as ``swap.linear_layers`` names them) that the
             method leaves in fp32: stored and run as plain fp32 Linear layers, everything else quantized.
+        sparse_input: The inputs are sparse term weights (TF-IDF, counts): an artifact whose first layer is a
+            Linear over the input reads term ids and weights instead of dense rows, where the method can
+            (``quantization.embedding_bag``).
     """
 
     example: torch.Tensor
     calibration: list[torch.Tensor] = field(default_factory=list)
     keep_fp32: frozenset[str] = frozenset()
+    sparse_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,14 +48,14 @@ class Artifact:
         method: Registry name of the method that made it.
         data: The exact bytes written to disk (their length is the reported size).
         suffix: ``.pt`` (weights-only torch payload) or ``.onnx``.
-        info: Method-specific figures, e.g. ``saturated_fraction``.
+        info: Method-specific figures and facts, e.g. ``saturated_fraction``, ``bag_rows``.
         name: The report row (and file name) when it differs from ``method``, e.g. ``int3_weight_only+qat``.
     """
 
     method: str
     data: bytes
     suffix: str
-    info: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
 
     @property
@@ -65,7 +69,10 @@ class Artifact:
 
 
 class Runner(Protocol):
-    """A loaded artifact: ``prepare`` converts an input once, ``run`` is the call that is timed."""
+    """A loaded artifact: ``prepare`` converts an input once (a sparse batch to what the artifact reads: term ids
+    and weights where ``sparse_input``, else dense rows), ``run`` is the call that is timed."""
+
+    sparse_input: bool
 
     def prepare(self, x: torch.Tensor) -> Any: ...
 

@@ -23,16 +23,18 @@ Row = dict[str, Any]
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """All methods as a Markdown table (latency: median / p90 ms per batch, speedup vs fp32).
+    """All methods as a Markdown table (latency: median / p90 ms per batch, speedup vs fp32; memory: the bytes
+    the loaded model holds; input: what the artifact was fed, ``terms`` (ids and weights) or ``dense`` rows).
 
     >>> row = {"method": "fp32", "size_bytes": 2048, "size_ratio": 1.0, "accuracy": 0.9, "accuracy_delta": 0.0,
     ...        "agreement": 1.0, "latency_ms": {"1": {"median": 0.02, "p90": 0.03}}, "speedup": {"1": 1.0},
-    ...        "slower_than_fp32": [], "threads": 1}
+    ...        "slower_than_fp32": [], "threads": 1, "memory_bytes": 4096, "sparse_input": True}
     >>> print(markdown_table([row]).splitlines()[2])
-    | fp32 | 2.0 | 1.00x | 90.00 | +0.00 | 100.0 | 0.020 / 0.030 | 1.00x |  |
+    | fp32 | 2.0 | 1.00x | 4.0 | terms | 90.00 | +0.00 | 100.0 | 0.020 / 0.030 | 1.00x |  |
     """
     sizes = list(rows[0]["latency_ms"])
-    header = ["method", "size (KB)", "fp32/size", "accuracy (%)", "Δ acc (points)", "agreement (%)"]
+    header = ["method", "size (KB)", "fp32/size", "memory (KB)", "input", "accuracy (%)", "Δ acc (points)"]
+    header += ["agreement (%)"]
     header += [h for n in sizes for h in (f"latency bs{n} (ms, median / p90)", f"speedup bs{n}")]
     lines = ["| " + " | ".join([*header, "notes"]) + " |", "|" + "---|" * (len(header) + 1)]
     for row in rows:
@@ -40,6 +42,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
             row["method"],
             f"{row['size_bytes'] / 1024:.1f}",
             f"{row['size_ratio']:.2f}x",
+            f"{row['memory_bytes'] / 1024:.1f}" if "memory_bytes" in row else "",
+            "terms" if row.get("sparse_input") else "dense",
             f"{row['accuracy'] * 100:.2f}",
             f"{row['accuracy_delta']:+.2f}",
             f"{row['agreement'] * 100:.1f}",
@@ -49,7 +53,11 @@ def markdown_table(rows: Sequence[Row]) -> str:
             cells += [f"{latency['median']:.3f} / {latency['p90']:.3f}", f"{row['speedup'][n]:.2f}x"]
         lines.append("| " + " | ".join([*cells, _notes(row)]) + " |")
     threads = rows[0]["threads"]
-    return "\n".join(lines) + f"\n\nLatency measured with {threads} thread(s); sizes are the saved artifacts.\n"
+    return "\n".join(lines) + (
+        f"\n\nLatency measured with {threads} thread(s); sizes are the saved artifacts; memory is the bytes of "
+        "weights the loaded model holds at run time; input `terms`: the artifact read each text's term ids and "
+        "weights (its first layer gathers those rows), `dense`: whole feature rows.\n"
+    )
 
 
 def report_markdown(rows: Sequence[Row], decision: Mapping[str, Any] | None = None) -> str:
@@ -99,9 +107,18 @@ def end_to_end_markdown(deployment: Mapping[str, Any]) -> str:
         "| pipeline | batch | per example (us, median / p90) | features (share) | model | speedup |",
         "|---|---|---|---|---|---|",
     ]
+    footprint = deployment.get("footprint") or {}
+    if "peak_rss_bytes" in footprint:
+        heavy = ", ".join(footprint["heavy_modules"]) or "neither torch, Lightning nor scikit-learn"
+        lines[4:4] = [
+            f"A fresh process that loads it (`{footprint['loader']}`) and labels one input: peak RSS "
+            f"{footprint['peak_rss_bytes'] / 2**20:.0f} MB, import + load {footprint['import_load_s']:.2f} s, "
+            f"first prediction {footprint['first_predict_s'] * 1e3:.1f} ms; it imported {heavy}.",
+            "",
+        ]
     timings = deployment["end_to_end"]
     if not timings:
-        return "\n".join([*lines[:3], "No raw test inputs to time end to end."])
+        return "\n".join([*lines[: len(lines) - 2], "No raw test inputs to time end to end."])
     reference = next(iter(timings.values()))
     for name, per_batch in timings.items():
         for n, t in per_batch.items():
@@ -140,6 +157,8 @@ def _notes(row: Row) -> str:
         notes.append(f"{row['int4_weight_fraction'] * 100:.0f}% of Linear weights in 4 bits, the rest fp32")
     if row.get("avx2_worst_pair_sum", 0) > INT16_MAX:
         notes.append("int16 sums can saturate on AVX2 CPUs without VNNI")
+    if row.get("dense_input"):
+        notes.append(f"dense input: {row['dense_input']}")
     return "; ".join(notes)
 
 
@@ -156,11 +175,12 @@ def report_figure(rows: Sequence[Row]) -> Figure:
     """Bar charts side by side: artifact size, test accuracy, and median latency per batch size."""
     methods = [row["method"] for row in rows]
     sizes = list(rows[0]["latency_ms"])
-    figure = Figure(figsize=(6 + 3 * len(sizes), 4.5), layout="constrained")
-    axes = figure.subplots(1, 2 + len(sizes))
+    figure = Figure(figsize=(9 + 3 * len(sizes), 4.5), layout="constrained")
+    axes = figure.subplots(1, 3 + len(sizes))
     panels = [
         ("size (KB)", [r["size_bytes"] / 1024 for r in rows]),
         ("accuracy (%)", [r["accuracy"] * 100 for r in rows]),
+        ("memory held (KB)", [r.get("memory_bytes", 0) / 1024 for r in rows]),
     ]
     panels += [(f"latency bs{n} (ms)", [r["latency_ms"][n]["median"] for r in rows]) for n in sizes]
     for ax, (title, values) in zip(axes, panels, strict=True):
@@ -211,7 +231,8 @@ def log_tensorboard(
 
 
 def _scalars(row: Row) -> dict[str, float]:
-    scalars = {key: float(row[key]) for key in ("size_bytes", "size_ratio", "accuracy", "accuracy_delta", "agreement")}
+    keys = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta", "agreement")
+    scalars = {key: float(row[key]) for key in keys if key in row}
     if "val_accuracy_delta" in row:
         scalars["val_accuracy_delta"] = float(row["val_accuracy_delta"])
     for n, latency in row["latency_ms"].items():

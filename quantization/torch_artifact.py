@@ -21,6 +21,7 @@ from torch import nn
 
 from quantization.registry import Artifact, Method, QuantizationData
 from quantization.swap import check_keep_fp32, linear_layers, swap_linears
+from quantization.torch_bag import EmbeddingBagLinear
 
 FORMAT = "quantlight-linear-v2"
 # Weightless layers a flat artifact can rebuild by name. Dropout is the identity at inference.
@@ -43,12 +44,15 @@ class LinearCodec:
     ``encode(linear, settings)`` returns the tensors to save, plain-data settings for the layer's
     spec, and counters (e.g. saturated values); ``decode(tensors, spec)`` rebuilds the layer.
     ``input_dtype``: the dtype a plain stack of such layers runs in end to end (the input is cast
-    once, before the timed call, instead of in every layer).
+    once, before the timed call, instead of in every layer). ``fp32_weight``: the rebuilt layer holds an
+    fp32 ``weight`` (and ``bias``) and computes ``F.linear`` with them, so as the first layer over term
+    weights it can run as an embedding bag over the rows of the terms present (``torch_bag``).
     """
 
     encode: Callable[[nn.Linear, Any], Encoded]
     decode: Callable[[dict[str, torch.Tensor], dict[str, Any]], nn.Module]
     input_dtype: torch.dtype = torch.float32
+    fp32_weight: bool = False
 
 
 def _encode_fp32(linear: nn.Linear, settings: Any) -> Encoded:
@@ -65,7 +69,7 @@ def _decode_fp32(tensors: dict[str, torch.Tensor], spec: dict[str, Any]) -> nn.M
 
 
 # The trained weights as they are: the fp32 method's codec, and every method's for a kept layer.
-FP32_CODEC = LinearCodec(_encode_fp32, _decode_fp32)
+FP32_CODEC = LinearCodec(_encode_fp32, _decode_fp32, fp32_weight=True)
 
 
 def encode_model(
@@ -181,14 +185,25 @@ def _build(architecture: list[str], layers: dict[str, dict[str, Any]]) -> nn.Mod
 
 
 class TorchRunner:
-    """Runs a rebuilt module: ``prepare`` casts the input and makes it contiguous once, ``run`` is the timed call."""
+    """Runs a rebuilt module: ``prepare`` casts the input and makes it contiguous once, ``run`` is the timed call.
 
-    def __init__(self, module: nn.Module, input_dtype: torch.dtype = torch.float32) -> None:
+    With ``sparse_input`` (a flat stack whose first layer holds fp32 weights) a sparse batch is fed as it is and
+    that layer runs as an embedding bag (converted at the first sparse batch); any other module gets sparse
+    batches densified, as a user would feed it.
+    """
+
+    def __init__(self, module: nn.Module, input_dtype: torch.dtype = torch.float32, sparse_input: bool = False) -> None:
         self.module = module
         self.input_dtype = input_dtype
+        self.sparse_input = sparse_input
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.input_dtype).contiguous() if x.layout == torch.strided else x
+        if x.layout != torch.strided:
+            if self.sparse_input:
+                self._bag_first_layer()
+                return x.coalesce()
+            x = x.to_dense()
+        return x.to(self.input_dtype).contiguous()
 
     def run(self, prepared: torch.Tensor) -> torch.Tensor:
         return self.module(prepared)
@@ -197,6 +212,15 @@ class TorchRunner:
         """fp32 logits, ``(B, input_dim) -> (B, num_classes)``."""
         with torch.inference_mode():
             return self.run(self.prepare(x)).float()
+
+    def _bag_first_layer(self) -> None:
+        stack = isinstance(self.module, nn.Sequential)
+        first = self.module[0] if stack else self.module
+        if isinstance(first, EmbeddingBagLinear):
+            return
+        bag = EmbeddingBagLinear.from_weight(first.weight, first.bias)  # replaces the (H, D) weight: same memory
+        # A plain Sequential: a subclass's own forward (e.g. one that densifies sparse batches) is not the stack's.
+        self.module = nn.Sequential(bag, *list(self.module)[1:]) if stack else bag
 
 
 def torch_method(
@@ -218,8 +242,12 @@ def torch_method(
         # layers, ...) need fp32 in.
         payload = read_payload(data)
         flat = payload["architecture"] is not None
-        flat = flat and not any(spec.get("kept_fp32") for spec in payload["layers"].values())
-        return TorchRunner(_decode_payload(payload, codec, model), codec.input_dtype if flat else torch.float32)
+        mixed = any(spec.get("kept_fp32") for spec in payload["layers"].values())
+        dtype = codec.input_dtype if flat and not mixed else torch.float32
+        first = "" if "" in payload["layers"] else "0"
+        spec = payload["layers"].get(first, {})
+        rows = flat and payload["architecture"][0] == "linear" and (codec.fp32_weight or spec.get("kept_fp32", False))
+        return TorchRunner(_decode_payload(payload, codec, model), dtype, sparse_input=rows and dtype == torch.float32)
 
     return Method(
         name,

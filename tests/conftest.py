@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_digits, write_idx, write_imdb_tree, write_text_corpus
+from tests.helpers import make_digits, mirror_path, write_idx, write_imdb_tree, write_text_corpus
 
 
 @pytest.fixture
@@ -25,12 +24,7 @@ def mnist_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def mirror() -> Path:
     """The offline data mirror; CI must have it, elsewhere its tests are skipped with a reason."""
-    path = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data"))
-    if not (path / "MNIST" / "raw").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the offline data mirror, not found at {path} (set QUANTLIGHT_MIRROR).")
-        pytest.skip(f"offline data mirror not found at {path}")
-    return path
+    return mirror_path()
 
 
 @pytest.fixture

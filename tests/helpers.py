@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,17 @@ from torch import nn
 from cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_path() -> Path:
+    """The offline data mirror (``QUANTLIGHT_MIRROR``, default ``../shared/data``); CI must have it, elsewhere
+    the tests that read it are skipped with a reason."""
+    path = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data"))
+    if not (path / "MNIST" / "raw").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the offline data mirror, not found at {path} (set QUANTLIGHT_MIRROR).")
+        pytest.skip(f"offline data mirror not found at {path}")
+    return path.resolve()
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -138,3 +150,19 @@ class ResidualNet(nn.Module):
         h = torch.nn.functional.gelu(self.norm(self.inp(x)))  # (B, 64) -> (B, 96)
         h = h + self.scale * self.block(h)  # residual
         return self.head(h)  # (B, 4)
+
+
+def tiny_text_model(folder: Path, hidden: int = 16, sparse_input: bool = False):
+    """A tiny corpus's datamodule (fitted TF-IDF vectorizer), a seeded random MLP body over it (eval mode), and
+    calibration batches as ``QuantizationData`` (``sparse_input`` as the quantization callback sets it for text)."""
+    from datamodules.text import TextDataModule
+    from modules.mlp import mlp_body
+    from quantization import QuantizationData
+
+    corpus = write_text_corpus(folder / "corpus.csv", n=120)
+    dm = TextDataModule(str(corpus), batch_size=16)
+    torch.manual_seed(0)
+    net = mlp_body(dm.input_dim, [hidden], 2, dropout=0.0).eval()
+    dm.setup("fit")
+    calibration = [x.to_dense() for x, _ in dm.train_dataloader()][:4]
+    return dm, net, QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=sparse_input)

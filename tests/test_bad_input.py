@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import torch
 
-from tests.helpers import cli_error, mnist_args, text_args, write_text_corpus
+from datamodules import MNISTDataModule, TextDataModule
+from modules import MLP, LogisticRegression
+from quantization import QuantizationData, quantize
+from quantization.bundle import write_bundle
+from tests.helpers import checkpoint_callback_args, cli_error, main, mnist_args, text_args, write_text_corpus
 
 
 @pytest.mark.parametrize(
@@ -33,23 +39,113 @@ def test_bad_corpus(content, val_file, message, tmp_path, capsys):
     assert corpus.read_bytes() == content
 
 
+METHOD_NAMES = r"\(bf16, dynamic_int8, .*int3_weight_only, .*weight_only_int8\)"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model.init_args.no_such_arg", "1"], r"no_such_arg"),
-        (["--trainer.max_epochs", "many"], r"max_epochs"),
-        (["--data.batch_size", "0"], r"(?m)^error: Expected `batch_size` >= 1, got 0.$"),
+        (
+            ["--model.init_args.no_such_arg", "1"],
+            r"--model.no_such_arg is not an argument of modules.LogisticRegression \(its arguments: .*optimizer",
+        ),
+        (["--model.init_args.optimzer", "1"], r"--model.optimzer is not an argument of .*did you mean `optimizer`\?"),
+        (["--trainer.max_epochs", "many"], r"--trainer.max_epochs: expected an integer, got 'many'"),
+        (["--data.batch_size", "0"], r"Expected `batch_size` >= 1, got 0.$"),
         (
             ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.methods=[fp32, int3]"],
-            r"int3",
+            rf"--trainer.callbacks.methods: expected one of {METHOD_NAMES}, got 'int3'",
         ),
+        (
+            ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.sensitivity=[int9]"],
+            rf"--trainer.callbacks.sensitivity: expected one of {METHOD_NAMES}, got 'int9'\. "
+            r"See `python cli.py fit --help`\.$",
+        ),
+        (
+            ["--trainer.callbacks+=callbacks.PostTrainingQuantization", "--trainer.callbacks.qat={int3_weight_only: 0}",
+             ],
+            r"--trainer.callbacks.qat: expected a mapping, e.g. \{key: value\}, got '0'",
+        ),
+        (["--model.init_args.optimizer.init_args.lr", "fast"], r"--model.optimizer.init_args.lr: expected a number"),
     ],
-    ids=["unknown-key", "wrong-type", "bad-value", "unknown-quant-method"],
-)
-def test_bad_config(extra, message, mnist_root, tmp_path, capsys):
+    ids=["unknown-key", "misspelt-key", "wrong-type", "bad-value", "unknown-method", "unknown-sensitivity", "qat",
+         "lr"],
+)  # fmt: skip
+def test_bad_config_is_one_line(extra, message, mnist_root, tmp_path, capsys):
     err = cli_error(capsys, "fit", *mnist_args(mnist_root, tmp_path), *extra)
-    assert re.search(message, err)
+    lines = [line for line in err.splitlines() if line != "Seed set to 0"]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err  # no usage block, no tree of types
+    assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "mnist_logistic").exists()  # nothing started, nothing written
+
+
+def test_a_third_checkpoint_sharing_a_state_key_is_one_line(mnist_root, tmp_path, capsys):
+    # base.yaml's best.ckpt (val/acc, max) and last.ckpt, then the user's own best-by-val/acc under another name
+    def mine(monitor: str, mode: str) -> list[str]:
+        return ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                "--trainer.callbacks.filename=mybest", f"--trainer.callbacks.dirpath={tmp_path / 'ckpt'}",
+                f"--trainer.callbacks.monitor={monitor}", f"--trainer.callbacks.mode={mode}"]  # fmt: skip
+
+    args = [*mnist_args(mnist_root, tmp_path), *checkpoint_callback_args(tmp_path), "--trainer.max_epochs", "1"]
+    line = cli_error(capsys, "fit", *args, *mine("val/acc", "max")).splitlines()[-1]
+    assert re.match(
+        r"^error: Two ModelCheckpoint callbacks \(filename 'best' and 'mybest'\) would save their state under one "
+        r"key, ModelCheckpoint\{'monitor': 'val/acc', 'mode': 'max', .*give yours another monitor, mode or every_n",
+        line,
+    )
+    assert not (tmp_path / "mnist_logistic").exists() and not (tmp_path / "ckpt").exists()
+    # told apart by what they monitor, they train side by side
+    main(["fit", *args, *mine("val/loss", "min")])
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"best.ckpt", "last.ckpt", "mybest.ckpt"}
+
+
+@pytest.fixture
+def bundles(mnist_root, tmp_path) -> dict[str, Path]:
+    """An image bundle (MNIST's logistic regression) and a text bundle (a tiny MLP), untrained: only their kind
+    of input and their classes matter here."""
+    images = MNISTDataModule(str(mnist_root))
+    net = LogisticRegression().net.eval()
+    artifact = quantize(net, "onnx_dynamic_int8", QuantizationData(torch.zeros(1, 784)))
+    image = write_bundle(tmp_path / "image", artifact, net, images.preprocessing(), [str(d) for d in range(10)])
+    texts = TextDataModule(str(write_text_corpus(tmp_path / "corpus.csv")))
+    net = MLP(input_dim=texts.input_dim, hidden_sizes=[8], num_classes=2).net.eval()
+    artifact = quantize(net, "onnx_dynamic_int8", QuantizationData(torch.zeros(1, texts.input_dim)))
+    text = write_bundle(tmp_path / "text", artifact, net, texts.preprocessing(), texts.classes)
+    return {"image": image, "text": text}
+
+
+def test_predict_with_a_bundle_of_another_input_kind_is_one_line(bundles, mnist_root, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("good car\n")
+    corpus = tmp_path / "corpus.csv"
+    text_config = text_args(corpus, tmp_path / "out", "--data.init_args.predict_path", str(texts))
+    err = cli_error(capsys, "predict", *text_config, "--artifact", str(bundles["image"]))
+    assert err.splitlines()[-1] == (
+        "error: The bundle reads images (784 features), but the config's data, datamodules.TextDataModule, reads "
+        "text. Predict with the config its model was trained with (its data reads images)."
+    )
+    idx = mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    err = cli_error(capsys, "predict", *mnist_args(mnist_root, tmp_path / "out"), "--artifact", str(bundles["text"]),
+                    "--inputs", str(idx))  # fmt: skip
+    assert re.fullmatch(
+        r"error: The bundle reads text \(\d+ features\), but the config's data, datamodules.MNISTDataModule, reads "
+        r"images\. Predict with the config its model was trained with \(its data reads text\)\.",
+        err.splitlines()[-1],
+    )
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_predict_with_a_bundle_of_other_classes_is_one_line(bundles, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("good car\n")
+    args = text_args(tmp_path / "corpus.csv", tmp_path / "out", "--data.init_args.predict_path", str(texts))
+    err = cli_error(capsys, "predict", *args, "--data.init_args.classes", "[negative,neutral,positive]",
+                    "--artifact", str(bundles["text"]))  # fmt: skip
+    assert err.splitlines()[-1] == (
+        "error: The bundle predicts classes (negative, positive), --data.init_args.classes gives "
+        "(negative, neutral, positive). Leave classes unset, or pass [negative,positive]."
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def _patch(path, offset: int, value: int) -> None:

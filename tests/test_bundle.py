@@ -20,15 +20,13 @@ from datamodules.mnist import MNISTDataModule, load_mnist_split
 from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import make_vectorizer, vectorizer_state
 from modules import MLP, LogisticRegression
-from modules.mlp import mlp_body
 from quantization import METHODS, QuantizationData, quantize
 from quantization.bundle import MANIFEST, load_bundle, write_bundle
 from quantization.end_to_end import end_to_end_latency
-from quantization.features import TextFeaturizer, featurizer, read_idx_images, read_images
 from quantization.measure import predict
-from quantization.onnx_runtime import dense
+from runtime import TextFeaturizer, featurizer, read_idx_images, read_images
 from storage.checkpoints import load_net_weights
-from tests.helpers import REPO, ResidualNet, cli_error, main, mnist_args, text_args, write_text_corpus
+from tests.helpers import REPO, ResidualNet, cli_error, main, mnist_args, text_args, tiny_text_model, write_text_corpus
 
 # One float32 rounding (at most half an ulp: 2^-24 relative) of a float64 value that the same operations in
 # the same order make equal to scikit-learn's; 2^-40 leaves room for a reordered sum of up to 2^12 terms
@@ -142,14 +140,9 @@ def test_bad_idx_image_file_is_named(tmp_path, content, match):
 
 @pytest.fixture(scope="module")
 def text_setup(tmp_path_factory) -> tuple[TextDataModule, torch.nn.Module, QuantizationData]:
-    """A tiny corpus's datamodule (fitted vectorizer), a seeded random MLP body over it, and calibration batches."""
-    corpus = write_text_corpus(tmp_path_factory.mktemp("text") / "corpus.csv", n=120)
-    dm = TextDataModule(str(corpus), batch_size=16)
-    torch.manual_seed(0)
-    net = mlp_body(dm.input_dim, [16], 2, dropout=0.0).eval()
-    dm.setup("fit")
-    calibration = [dense(x) for x, _ in dm.train_dataloader()][:4]
-    return dm, net, QuantizationData(example=calibration[0][:1], calibration=calibration)
+    """A tiny corpus's datamodule (fitted vectorizer), a seeded random MLP body over it, and calibration batches;
+    artifacts read term ids and weights, as the quantization callback makes them for text."""
+    return tiny_text_model(tmp_path_factory.mktemp("text"), sparse_input=True)
 
 
 TEXT_METHODS = ["onnx_static_int8", "onnx_dynamic_int8", "onnx_int4", "dynamic_int8", "int4_weight_only", "fp32"]
@@ -174,11 +167,13 @@ def test_bundle_predicts_what_its_artifact_predicts_from_raw_text(text_setup, me
     probabilities = bundle.predict_proba(texts)  # (N, 2), one call
     assert probabilities.shape == (len(texts), 2) and probabilities.dtype == np.float32
     assert [dm.classes[i] for i in probabilities.argmax(1)] == bundle.predict(texts)
+    shipped = ".onnx" if method == "fp32" else artifact.suffix  # fp32 ships as ONNX: the same weights, no torch
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [MANIFEST, f"{method}{artifact.suffix}", "preprocessing.json", "model_card.json", "model_card.md"]
+        [MANIFEST, f"{method}{shipped}", "preprocessing.json", "model_card.json", "model_card.md"]
     )
     card = json.loads((folder / "model_card.json").read_text())
-    assert card["method"] == method and card["accuracy"] == 0.5 and card["size_bytes"] == artifact.size_bytes
+    shipped_bytes = (folder / f"{method}{shipped}").stat().st_size
+    assert card["method"] == method and card["accuracy"] == 0.5 and card["shipped_bytes"] == shipped_bytes
     assert "| accuracy | 0.5 |" in (folder / "model_card.md").read_text()
 
 
@@ -351,7 +346,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1\. Write the bundle again with this version",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),
@@ -403,4 +398,4 @@ def test_predict_arguments_that_do_not_go_together(text_run, tmp_path, capsys, e
 def test_text_bundle_with_an_image_config_is_a_one_line_error(text_run, mnist_root, tmp_path, capsys):
     _, _, bundle = text_run
     err = cli_error(capsys, "predict", *mnist_args(mnist_root, tmp_path), "--artifact", str(bundle))
-    assert "reads text, but MNISTDataModule gives no texts to predict" in err
+    assert "The bundle reads text (" in err and "datamodules.MNISTDataModule, reads images." in err

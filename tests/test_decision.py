@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from callbacks import PostTrainingQuantization
@@ -103,8 +104,8 @@ def test_no_budget_no_decision(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"objective": "latency_bs64"}, r"`objective` to be size or latency_bs<N>, N a measured batch size \(1, 256\)"),
-        ({"objective": "speed"}, r"`objective` to be size, latency_bs1 or latency_bs<N>"),
+        ({"objective": "latency_bs64"}, r"size, memory or latency_bs<N>, N a measured batch size \(1, 256\)"),
+        ({"objective": "speed"}, r"`objective` to be size, memory, latency_bs1 or latency_bs<N>"),
         ({"max_accuracy_drop": -0.5}, r"max_accuracy_drop"),
         ({"methods": ["fp16"], "sensitivity": ["int2_weight_only"]}, r"`sensitivity` among .* \(fp16\), got 'int2_"),
         ({"sensitivity": ["fp32"]}, r"Expected `sensitivity` among the configured quantization methods .*got 'fp32'"),
@@ -132,6 +133,14 @@ def test_fit_writes_a_bundle_of_the_recommendation_and_times_it_end_to_end(tmp_p
     assert deployment["bundle"] == str(folder / "bundle") and deployment["method"] == "onnx_dynamic_int8"
     assert set(deployment["end_to_end"]) == {"fp32 checkpoint", "bundle: onnx_dynamic_int8"}
     assert "## End to end: raw input to label" in (folder / "report.md").read_text()
+    row = next(r for r in report["methods"] if r["method"] == "onnx_dynamic_int8")
+    assert row["sparse_input"] is True and row["bag_rows"] == "int8" and 0 < row["memory_bytes"] < row["size_bytes"]
+    footprint = deployment["footprint"]  # a fresh process: numpy and ONNX Runtime, no torch
+    assert footprint["loader"] == "runtime" and footprint["heavy_modules"] == [] and footprint["peak_rss_bytes"] > 0
+    assert json.loads((folder / "bundle" / "model_card.json").read_text())["footprint"] == footprint
+    events = EventAccumulator(str(tmp_path / "text_mlp" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert {"quant/bundle/peak_rss_bytes", "quant/bundle/import_load_s"} <= set(events.Tags()["scalars"])
 
     # The bundle, from raw texts, labels the test split as the report's artifact does in process.
     dm = TextDataModule(path=str(corpus), max_features=None)
@@ -156,7 +165,8 @@ def test_quantize_takes_its_own_budget_and_objective(mnist_root, tmp_path, capsy
     assert report["recommendation"]["objective"] == "size" and report["recommendation"]["method"] == "fp16"
     err = cli_error(capsys, "quantize", *args, "--ckpt_path", best, "--objective", "latency_bs64")
     assert err.splitlines()[-1] == (
-        "error: Expected `objective` to be size or latency_bs<N>, N a measured batch size (1), got 'latency_bs64'."
+        "error: Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size (1), "
+        "got 'latency_bs64'."
     )
 
 

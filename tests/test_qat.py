@@ -4,6 +4,7 @@ converted, the ``+qat`` row sits beside its PTQ row, and a run killed during QAT
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,20 @@ def test_fit_with_qat_reports_it_beside_ptq_and_leaves_the_run_usable(mnist_root
     run_cli("fit", *args)
     assert [r["method"] for r in json.loads((tmp_path / "mnist_logistic" / "version_2" / "quantization" /
         "report.json").read_text())["methods"]][-1] == "int3_weight_only+qat"  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fit_with_qat_and_the_progress_bar_exits_zero_showing_qat_epochs(mnist_root: Path, tmp_path: Path):
+    # The default (rich) progress bar of the main run and QAT's own trainer share one console: the main run's live
+    # display is closed before QAT opens its own, so neither pops the other's (an IndexError at teardown, exit 1).
+    args = mnist_args(mnist_root, tmp_path, "--trainer.max_epochs", "1", *QAT_ARGS, "--trainer.enable_progress_bar",
+                      "true")  # fmt: skip
+    proc = run_cli("fit", *args)
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output
+    assert f"Quantization-aware training for int3_weight_only: 4 epoch(s) in {tmp_path}" in output
+    assert re.search(r"Epoch 3/3 .* 8/8", output)  # QAT's last epoch, its bar drawn to the end
+    assert "test/acc" in output  # the main run went on to test the best checkpoint
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from quantization import METHODS, default_methods, load_artifact
 from tests.helpers import checkpoint_callback_args, cli_error, mnist_args
 
 ROW_KEYS = {"method", "size_bytes", "size_ratio", "accuracy", "accuracy_delta", "agreement", "latency_ms", "speedup"}
-ROW_KEYS |= {"threads", "slower_than_fp32", "artifact"}
+ROW_KEYS |= {"threads", "slower_than_fp32", "artifact", "memory_bytes", "memory_ratio", "sparse_input"}
 FAST = {"latency_batch_sizes": [1, 8], "min_run_time_s": 0.005, "calibration_batches": 2}
 
 
@@ -75,6 +75,9 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
     assert all(set(row) >= ROW_KEYS for row in rows)
     assert all(set(row["latency_ms"]) == {"1", "8"} for row in rows)
     assert "saturated_fraction" in next(row for row in rows if row["method"] == "fixed_scale_int8")
+    held = {row["method"]: row["memory_bytes"] for row in rows}
+    assert held["int4_weight_only"] == held["fp32"] == 4 * (784 * 10 + 10)  # dequantized at load: fp32's bytes
+    assert held["onnx_int4"] < held["onnx_static_int8"] < held["fp32"] and not any(r["sparse_input"] for r in rows)
     markdown = (log_dir / "quantization" / "report.md").read_text()
     assert markdown.startswith("# Quantization report") and f"Measured on: {report['machine']['cpu']}" in markdown
 
@@ -94,7 +97,7 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     for method in default_methods():
-        for tag in ("size_bytes", "size_ratio", "accuracy", "latency_ms_bs1", "latency_ms_bs8", "speedup_bs1"):
+        for tag in ("size_bytes", "size_ratio", "memory_bytes", "accuracy", "latency_ms_bs1", "speedup_bs1"):
             assert f"quant/{method}/{tag}" in scalars
     assert "quant/report/text_summary" in events.Tags()["tensors"]
     assert "quant/comparison" in events.Tags()["images"]

@@ -44,6 +44,24 @@ def test_latency_objective_picks_the_fastest_within_budget():
     assert result["objective"] == "latency_bs1" and result["max_accuracy_drop"] == 0.5
 
 
+def test_memory_objective_counts_what_the_loaded_model_holds():
+    # A weight-only int4 file is small but dequantizes at load: it holds fp32's bytes, onnx_int4 keeps its 4 bits.
+    held = {"fp32": 409_600, "onnx_static_int8": 110_000, "onnx_int4": 60_000, "int2_weight_only": 409_600}
+    rows = [r | {"memory_bytes": held.get(r["method"], r["size_bytes"])} for r in ROWS]
+    rows.append(row("int4_weight_only", 58_000, 0.5, 9.0, -0.1) | {"memory_bytes": 409_600})
+    assert recommend(rows, 0.5, "size")["method"] == "int4_weight_only"
+    result = recommend(rows, 0.5, "memory")
+    assert result["method"] == "onnx_int4"
+    assert result["reason"] == (
+        "onnx_int4: 6.8x less memory than fp32 (58.6 KB vs 400.0 KB held) and 6.8x smaller, 6.6x faster at "
+        "batch 1, -0.35 points on validation (budget 0.5)."
+    )
+    why_not = {r["method"]: r["why_not"] for r in result["runners_up"]}
+    assert why_not["int4_weight_only"] == "6.8x more memory (400.0 KB vs 58.6 KB)"
+    with pytest.raises(ValueError, match=r"Expected row 'fp32' to have `memory_bytes` for objective 'memory'"):
+        recommend(ROWS, 0.5, "memory")
+
+
 def test_size_objective_and_a_tighter_budget():
     assert recommend(ROWS, 0.5, "size")["method"] == "onnx_int4"  # int2 is smaller but 6 points down
     tight = recommend(ROWS, 0.1, "size")
@@ -122,7 +140,7 @@ def test_max_accuracy_drop_is_validated(value, match):
 @pytest.mark.parametrize(
     ("objective", "batch_sizes", "match"),
     [
-        ("speed", None, r"Expected `objective` to be size, latency_bs1 or latency_bs<N> .*got 'speed'\."),
+        ("speed", None, r"Expected `objective` to be size, memory, latency_bs1 or latency_bs<N> .*got 'speed'\."),
         ("latency_bs0", None, r"got 'latency_bs0'\."),
         ("latency_bs01", None, r"got 'latency_bs01'\."),
         (1, None, r"got 1\."),

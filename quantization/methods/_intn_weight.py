@@ -289,4 +289,4 @@ def intn_codec(bits: int | None) -> LinearCodec:
         weight = dequantize(codes, tensors["scale"], spec["group_size"])
         return IntNWeightLinear(weight, tensors.get("bias"), spec["bits"], spec["group_size"])
 
-    return LinearCodec(encode, decode)
+    return LinearCodec(encode, decode, fp32_weight=True)
