@@ -14,7 +14,7 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import vectorizer_from_state, vectorizer_json_state, vectorizer_state
 from errors import CheckpointError, DataError
 from modules import MLP
-from quantization.features import TextFeaturizer
+from runtime.features import TextFeaturizer
 from tests.helpers import text_rows, write_text_corpus
 
 
