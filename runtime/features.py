@@ -19,10 +19,10 @@ import numpy as np
 # scikit-learn's TfidfVectorizer/CountVectorizer defaults, which the text datamodule's vectorizers keep.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 NORMS = ("l2", None)
-# Patterns that find exactly the same tokens faster: a maximal run of 2+ word characters is what both match
-# (``\w\w+`` is greedy, so it always ends at a word boundary, and findall resumes after it), without testing
-# the boundaries: a quarter less time for the default pattern.
-_FASTER_EQUIVALENT = {TOKEN_PATTERN: r"(?u)\w\w+"}
+# Patterns that find exactly the same tokens faster, without testing word boundaries: a greedy run of word
+# characters always ends at one, and findall resumes after it, so a scan never stands inside a word. A quarter
+# less time for the default pattern (2+ word characters) and for the text recipe's (words and punctuation marks).
+_FASTER_EQUIVALENT = {TOKEN_PATTERN: r"(?u)\w\w+", r"(?u)\b\w+\b|[^\w\s]": r"(?u)\w+|[^\w\s]"}
 
 
 class Bag(NamedTuple):

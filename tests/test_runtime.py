@@ -4,6 +4,7 @@ nothing heavier, torch bundles say in one line that they need torch, and the run
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import subprocess
 import sys
@@ -11,14 +12,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from datamodules.mnist import MNISTDataModule
+from datamodules.text_vectorizer import vectorizer_json_state
 from quantization import QuantizationData, quantize
 from quantization.bundle import load_bundle as engine_load_bundle
 from quantization.bundle import write_bundle
 from quantization.memory import bundle_footprint
-from runtime import Bag, BundleError, load_bundle, read_idx_images
-from tests.helpers import REPO, tiny_text_model
+from runtime import Bag, BundleError, TextFeaturizer, load_bundle, read_idx_images
+from tests.helpers import REPO, mirror_path, tiny_text_model
 
 HEAVY = {"torch", "lightning", "pytorch_lightning", "sklearn", "scipy", "quantization", "torchvision"}
 
@@ -130,3 +134,19 @@ def test_bags_from_rows_coo_and_dense_agree():
     assert np.array_equal(again.ids, bag.ids) and np.array_equal(again.weights, bag.weights)
     one = Bag.from_rows([([2, 7], [0.5, 0.5])])
     assert one.lengths is None and np.array_equal(one.dense(8)[0, [2, 7]], [0.5, 0.5])
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("config", ["text_mlp.yaml", "text_mlp_dense.yaml"])
+def test_the_featurizer_gives_scikit_learns_vectors_for_every_tweet(config):
+    """The bundle's featurizer with a config's tokens (its faster equivalent pattern included) against
+    scikit-learn's ``TfidfVectorizer`` on every tweet of the mirror, the vectorizer fitted on half of them."""
+    settings = yaml.safe_load((REPO / "configs" / config).read_text("utf-8"))["data"]["init_args"]
+    pattern = settings.get("token_pattern", r"(?u)\b\w\w+\b")
+    with (mirror_path() / "sentiment-tweets" / "tweets.csv").open(newline="", encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    reference = TfidfVectorizer(token_pattern=pattern, max_features=settings["max_features"]).fit(texts[::2])
+    featurize = TextFeaturizer.from_state(vectorizer_json_state(reference))
+    for start in range(0, len(texts), 2000):  # (2000, D) dense at a time
+        chunk = texts[start : start + 2000]
+        np.testing.assert_array_equal(featurize(chunk), reference.transform(chunk).toarray().astype(np.float32))
