@@ -172,8 +172,9 @@ def test_bundle_predicts_what_its_artifact_predicts_from_raw_text(text_setup, me
         [MANIFEST, f"{method}{shipped}", "preprocessing.json", "model_card.json", "model_card.md"]
     )
     card = json.loads((folder / "model_card.json").read_text())
-    shipped_bytes = (folder / f"{method}{shipped}").stat().st_size
-    assert card["method"] == method and card["accuracy"] == 0.5 and card["shipped_bytes"] == shipped_bytes
+    artifact_bytes = (folder / f"{method}{shipped}").stat().st_size
+    assert card["method"] == method and card["accuracy"] == 0.5 and card["artifact_bytes"] == artifact_bytes
+    assert card["shipped_bytes"] == artifact_bytes + (folder / "preprocessing.json").stat().st_size
     assert "| accuracy | 0.5 |" in (folder / "model_card.md").read_text()
 
 
@@ -346,7 +347,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1, 2 or 3\. Write the bundle again",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),

@@ -140,7 +140,7 @@ def test_max_accuracy_drop_is_validated(value, match):
 @pytest.mark.parametrize(
     ("objective", "batch_sizes", "match"),
     [
-        ("speed", None, r"Expected `objective` to be size, memory, latency_bs1 or latency_bs<N> .*got 'speed'\."),
+        ("speed", None, r"to be size, memory, accuracy, latency_bs1 or latency_bs<N> .*got 'speed'\."),
         ("latency_bs0", None, r"got 'latency_bs0'\."),
         ("latency_bs01", None, r"got 'latency_bs01'\."),
         (1, None, r"got 1\."),
