@@ -164,12 +164,12 @@ def narrower(pl_module: LightningModule, input_dim: int, hidden: int | None) -> 
     shape = {"input_dim": input_dim}
     if hidden is not None:
         shape["hidden_sizes"] = [hidden, *list(pl_module.hparams["hidden_sizes"])[1:]]
-    arguments = {key: value for key, value in pl_module.hparams.items() if key in parameters} | shape
-    for key in ("optimizer", "lr_scheduler"):  # the factories the CLI built, shared (stateless callables)
-        factory = getattr(pl_module, f"{key}_factory", None)
-        if key in parameters and factory is not None:
-            arguments[key] = factory
+    factories = ("optimizer", "lr_scheduler")  # built by the CLI: shared below, never copied (they may hold locks)
+    arguments = {k: v for k, v in pl_module.hparams.items() if k in parameters and k not in factories} | shape
     module = type(pl_module)(**arguments)
+    for key in factories:
+        if hasattr(pl_module, f"{key}_factory"):
+            setattr(module, f"{key}_factory", getattr(pl_module, f"{key}_factory"))
     module.hparams.update({**pl_module.hparams, **shape})  # plain config, as the run's (its checkpoints load safely)
     return module
 

@@ -192,6 +192,23 @@ def test_bundle_loads_without_lightning_or_scikit_learn(text_setup, tmp_path):
     assert out.splitlines() == [str(load_bundle(folder).predict(texts)), "[]"]
 
 
+def test_preprocessing_ships_compact_and_a_version_2_bundle_still_loads(text_setup, tmp_path):
+    dm, net, data = text_setup
+    folder = write_bundle(tmp_path / "b", quantize(net, "onnx_static_int8", data), None, dm.preprocessing(), dm.classes)
+    shipped = (folder / "preprocessing.json").read_text(encoding="utf-8")
+    vocabulary = dm.preprocessing()["vectorizer"]["vocabulary"]
+    assert "\n" not in shipped.rstrip("\n") and ": " not in shipped  # compact: one line, no spaces after separators
+    assert json.loads(shipped)["vectorizer"]["vocabulary"] == sorted(vocabulary, key=vocabulary.get)  # column order
+    texts = [*dm.split_rows("test").texts, "", "words it never saw"]
+    labels = load_bundle(folder).predict(texts)
+    # What version 2 wrote: the vocabulary as a term -> column mapping, indented; it reads the same.
+    (folder / "preprocessing.json").write_text(json.dumps(dm.preprocessing(), indent=1), encoding="utf-8")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"version": 2}), encoding="utf-8")
+    assert load_bundle(folder).predict(texts) == labels
+    assert len(shipped.encode()) < 0.8 * (folder / "preprocessing.json").stat().st_size
+
+
 def test_rewriting_a_bundle_replaces_its_artifact(text_setup, tmp_path):
     dm, net, data = text_setup
     write_bundle(tmp_path / "b", quantize(net, "onnx_int4", data), net, dm.preprocessing(), dm.classes)
