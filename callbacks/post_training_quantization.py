@@ -176,9 +176,18 @@ class PostTrainingQuantization(Callback):
         val = validation_batches(datamodule)
         preprocessing = datamodule.preprocessing() if deployable(datamodule) else None
         rows, decision = quantization_report(
-            net, candidates, batches, data, folder, self.measure, writer, trainer.global_step, val, self.budget,
+            net,
+            candidates,
+            batches,
+            data,
+            folder,
+            self.measure,
+            writer,
+            trainer.global_step,
+            val,
+            self.budget,
             preprocessing,
-        )  # fmt: skip
+        )
         if decision is not None and deployable(datamodule):
             self.deploy(folder, rows, decision, net, datamodule, writer, trainer.global_step)
         seconds = time.perf_counter() - start

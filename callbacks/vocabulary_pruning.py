@@ -60,8 +60,9 @@ class PruneSize:
     def __post_init__(self) -> None:
         if isinstance(self.terms, bool) or not isinstance(self.terms, int) or self.terms < 1:
             raise ValueError(f"Expected `prune.sizes[].terms` an integer >= 1, got {self.terms!r}.")
-        if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int)
-                                        or self.hidden < 1):  # fmt: skip
+        if self.hidden is not None and (
+            isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1
+        ):
             raise ValueError(f"Expected `prune.sizes[].hidden` an integer >= 1 or null, got {self.hidden!r}.")
 
 
@@ -90,8 +91,9 @@ class PruneSettings(FineTuneSettings):
         super().__post_init__()
         check_methods(list(self.methods))
         if self.importance not in IMPORTANCE:
-            raise ValueError(f"Expected `prune.importance` to be one of ({', '.join(IMPORTANCE)}), got "
-                             f"{self.importance!r}.")  # fmt: skip
+            raise ValueError(
+                f"Expected `prune.importance` to be one of ({', '.join(IMPORTANCE)}), got {self.importance!r}."
+            )
 
     @classmethod
     def kind(cls) -> str:
@@ -112,8 +114,9 @@ class PruneSettings(FineTuneSettings):
         sizes = []
         for size in values.pop("sizes", None) or ():
             if not isinstance(size, Mapping) or not set(size) <= {"terms", "hidden"} or "terms" not in size:
-                raise ValueError(f"Expected each of `prune.sizes` as {{terms: <int>, hidden: <int or null>}}, "
-                                 f"got {size!r}.")  # fmt: skip
+                raise ValueError(
+                    f"Expected each of `prune.sizes` as {{terms: <int>, hidden: <int or null>}}, got {size!r}."
+                )
             sizes.append(PruneSize(size["terms"], size.get("hidden")))
         if "methods" in values:
             values["methods"] = tuple(values["methods"] or ())
@@ -230,8 +233,9 @@ def pruned_candidates(
             inputs = (select_columns(x, columns, normalize) for x in whole_training_split(datamodule))
             units = keep_top(unit_importance(pruned, inputs), hidden)
             pruned = prune_model(net, columns, units)
-        trained, info = _fine_tune(trainer, pl_module, datamodule, pruned, columns, units, normalize, settings, name,
-                                   root)  # fmt: skip
+        trained, info = _fine_tune(
+            trainer, pl_module, datamodule, pruned, columns, units, normalize, settings, name, root
+        )
         info |= {"pruned_terms": terms, "vocabulary_terms": vocabulary, "importance": settings.importance}
         info |= {"hidden_units": trained[hidden_layer(trained)].in_features} if hidden is not None else {}
         pruned_preprocessing = prune_preprocessing(preprocessing, columns)
@@ -263,12 +267,25 @@ def _fine_tune(
     module = narrower(pl_module, len(columns), units_kept)
     module.net.load_state_dict(pruned.state_dict())
     title = f"Vocabulary pruning to {len(columns):,} terms" + (f" and {units_kept} units" if units_kept else "")
-    resume = fine_tune(trainer, module, datamodule, folder, settings, title,
-                       transform=lambda x: select_columns(x, columns, normalize))  # fmt: skip
+    resume = fine_tune(
+        trainer, module, datamodule, folder, settings, title, transform=lambda x: select_columns(x, columns, normalize)
+    )
     trained = copy.deepcopy(pruned)
     trained.load_state_dict(load_net_weights(resume, module))
     info = {"prune_epochs": settings.epochs, "prune_lr_scale": settings.lr_scale, "prune_checkpoint": str(resume)}
     return trained.eval(), info
+
+
+def featurized_batches(
+    preprocessing: Mapping[str, Any], texts: Sequence[str], labels: torch.Tensor, batch_size: int
+) -> list[Batch]:
+    """Raw texts as a bundle with this preprocessing reads them (``runtime.featurizer``), in sparse ``(B, K)``
+    batches with their labels: what a pruned row is measured on."""
+    featurize = featurizer(preprocessing)
+    return [
+        (torch.from_numpy(featurize(texts[i : i + batch_size])).to_sparse(), labels[i : i + batch_size])
+        for i in range(0, len(texts), batch_size)
+    ]
 
 
 def _row_inputs(
@@ -282,19 +299,13 @@ def _row_inputs(
 ) -> RowInputs:
     """The pruned model's test and validation batches from raw text through the pruned vocabulary's featurizer (what
     its bundle computes), calibration batches from the run's own (kept columns, renormalized)."""
-    featurize = featurizer(preprocessing)
     size = len(batches[0][1])
-
-    def featurized(texts: list[str], labels: torch.Tensor) -> list[Batch]:
-        return [
-            (torch.from_numpy(featurize(texts[i : i + size])).to_sparse(), labels[i : i + size])  # (B, K) sparse
-            for i in range(0, len(texts), size)
-        ]
-
-    test = featurized(datamodule.split_rows("test").texts, torch.cat([y for _, y in batches]))
+    test = featurized_batches(
+        preprocessing, datamodule.split_rows("test").texts, torch.cat([y for _, y in batches]), size
+    )
     datamodule.setup("fit")
     val_labels = torch.cat([y.cpu() for _, y in datamodule.val_dataloader()])
-    val = featurized(datamodule.split_rows("val").texts, val_labels)
+    val = featurized_batches(preprocessing, datamodule.split_rows("val").texts, val_labels, size)
     calibration = []
     for x in whole_training_split(datamodule):
         calibration.append(select_columns(x, columns, normalize).to_dense())

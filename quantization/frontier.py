@@ -37,8 +37,9 @@ def on_frontier(rows: Sequence[Row]) -> list[bool]:
 
     flags = []
     for i, row in enumerate(rows):
-        same = any(shipped(o) == shipped(row) and o["val_accuracy_delta"] == row["val_accuracy_delta"]
-                   for o in rows[:i])  # fmt: skip
+        same = any(
+            shipped(o) == shipped(row) and o["val_accuracy_delta"] == row["val_accuracy_delta"] for o in rows[:i]
+        )
         flags.append(not same and not any(beats(other, row) for other in rows if other is not row))
     return flags
 
@@ -99,8 +100,12 @@ def frontier_figure(table: Sequence[Row]) -> Figure:
     """Accuracy change against shipped KB (log scale), every row: validation (the frontier joined by a line) and
     test side by side."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")
-    for ax, key, title in zip(figure.subplots(1, 2), ("val_accuracy_delta", "accuracy_delta"),
-                              ("validation (the frontier joined)", "test"), strict=True):  # fmt: skip
+    for ax, key, title in zip(
+        figure.subplots(1, 2),
+        ("val_accuracy_delta", "accuracy_delta"),
+        ("validation (the frontier joined)", "test"),
+        strict=True,
+    ):
         kb = [row["shipped_bytes"] / 1024 for row in table]
         ax.scatter(kb, [row[key] for row in table], color=["C0" if r["on_frontier"] else "0.6" for r in table])
         front = [row for row in table if row["on_frontier"]]
