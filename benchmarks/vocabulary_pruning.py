@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.versus_fasttext import CORPORA, MIRROR, REPO, fasttext_line, train_fasttext
 from callbacks import PostTrainingQuantization
 from callbacks.post_training_quantization import load_net, report_root, test_batches
-from callbacks.vocabulary_pruning import PruneSettings, featurized_batches
+from callbacks.vocabulary_pruning import PruneSettings
 from cli import QuantlightCLI
 from quantization import METHODS
 from quantization.bundle import write_bundle
@@ -45,7 +45,7 @@ from quantization.frontier import frontier_rows
 from quantization.machine import describe, machine_info
 from quantization.measure import predict
 from quantization.memory import bundle_footprint
-from quantization.pruning import IMPORTANCE
+from quantization.pruning import IMPORTANCE, featurized_batches
 from quantization.recommend import recommend
 from quantization.registry import Artifact
 from runtime import load_bundle

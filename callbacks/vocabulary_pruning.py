@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from quantization import METHODS, QuantizationData, check_methods
 from quantization.measure import Batch, Candidate, RowInputs
 from quantization.pruning import (
     IMPORTANCE,
+    featurized_batches,
     first_layer,
     hidden_layer,
     input_importance,
@@ -39,7 +42,6 @@ from quantization.pruning import (
     select_columns,
     unit_importance,
 )
-from runtime import featurizer
 from storage.checkpoints import load_net_weights
 
 _KEYS = ("sizes", "methods", "importance", "epochs", "lr_scale")
@@ -177,14 +179,14 @@ def narrower(pl_module: LightningModule, input_dim: int, hidden: int | None) -> 
     return module
 
 
-def whole_training_split(datamodule: LightningDataModule) -> Iterator[torch.Tensor]:
-    """The inputs of every training batch, on one process (a DDP run's rank zero sees its shard otherwise)."""
+@contextmanager
+def whole_training_split(datamodule: LightningDataModule) -> Iterator[Iterator[torch.Tensor]]:
+    """The inputs of every training batch, as one process sees them (a DDP run's rank zero would see its shard)."""
     trainer = datamodule.trainer
-    datamodule.trainer = None
+    datamodule.trainer = None  # the loader shards by the trainer's world size: none here
     try:
         datamodule.setup("fit")
-        for x, _ in datamodule.train_dataloader():
-            yield x.cpu()
+        yield (x.cpu() for x, _ in datamodule.train_dataloader())
     finally:
         datamodule.trainer = trainer
 
@@ -219,9 +221,11 @@ def pruned_candidates(
     skipped = len(settings.sizes) - len(shapes)
     if skipped:
         rank_zero_info(f"Vocabulary pruning: {skipped} size(s) keep all {vocabulary:,} terms; skipped.")
+    shapes = list({name: (terms, hidden, name) for terms, hidden, name in shapes}.values())  # sizes that coincide
     if not shapes:
         return []
-    statistics = input_statistics(whole_training_split(datamodule), vocabulary)
+    with whole_training_split(datamodule) as inputs:
+        statistics = input_statistics(inputs, vocabulary)
     scores = input_importance(net, statistics, settings.importance)
     normalize = normalizes(preprocessing)
     candidates = []
@@ -230,8 +234,9 @@ def pruned_candidates(
         pruned = prune_model(net, columns)
         units = None
         if hidden is not None:
-            inputs = (select_columns(x, columns, normalize) for x in whole_training_split(datamodule))
-            units = keep_top(unit_importance(pruned, inputs), hidden)
+            with whole_training_split(datamodule) as inputs:
+                kept = (select_columns(x, columns, normalize) for x in inputs)
+                units = keep_top(unit_importance(pruned, kept), hidden)
             pruned = prune_model(net, columns, units)
         trained, info = _fine_tune(
             trainer, pl_module, datamodule, pruned, columns, units, normalize, settings, name, root
@@ -276,18 +281,6 @@ def _fine_tune(
     return trained.eval(), info
 
 
-def featurized_batches(
-    preprocessing: Mapping[str, Any], texts: Sequence[str], labels: torch.Tensor, batch_size: int
-) -> list[Batch]:
-    """Raw texts as a bundle with this preprocessing reads them (``runtime.featurizer``), in sparse ``(B, K)``
-    batches with their labels: what a pruned row is measured on."""
-    featurize = featurizer(preprocessing)
-    return [
-        (torch.from_numpy(featurize(texts[i : i + batch_size])).to_sparse(), labels[i : i + batch_size])
-        for i in range(0, len(texts), batch_size)
-    ]
-
-
 def _row_inputs(
     datamodule: LightningDataModule,
     name: str,
@@ -306,10 +299,8 @@ def _row_inputs(
     datamodule.setup("fit")
     val_labels = torch.cat([y.cpu() for _, y in datamodule.val_dataloader()])
     val = featurized_batches(preprocessing, datamodule.split_rows("val").texts, val_labels, size)
-    calibration = []
-    for x in whole_training_split(datamodule):
-        calibration.append(select_columns(x, columns, normalize).to_dense())
-        if len(calibration) == calibration_batches:
-            break
+    with whole_training_split(datamodule) as inputs:
+        first = itertools.islice(inputs, calibration_batches)
+        calibration = [select_columns(x, columns, normalize).to_dense() for x in first]  # (B, K) each
     data = QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=True)
     return RowInputs(name, test, val, data, preprocessing)

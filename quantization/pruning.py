@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from quantization.embedding_bag import first_linear
+from runtime import featurizer
 
 Importance = Literal["weight", "weight_x_input", "weight_x_rms_input", "frequency"]
 IMPORTANCE: tuple[str, ...] = Importance.__args__
@@ -238,3 +239,15 @@ def prune_preprocessing(preprocessing: Mapping[str, Any], columns: Sequence[int]
     if vectorizer.get("idf") is not None:
         pruned["idf"] = [float(vectorizer["idf"][c]) for c in columns]
     return dict(preprocessing) | {"vectorizer": pruned}
+
+
+def featurized_batches(
+    preprocessing: Mapping[str, Any], texts: Sequence[str], labels: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Raw texts as a bundle with this preprocessing reads them (``runtime.featurizer``), in sparse ``(B, K)``
+    batches with their labels: what a pruned row is measured on."""
+    featurize = featurizer(preprocessing)
+    return [
+        (torch.from_numpy(featurize(texts[i : i + batch_size])).to_sparse(), labels[i : i + batch_size])
+        for i in range(0, len(texts), batch_size)
+    ]
