@@ -148,7 +148,7 @@ def check_prunable(pl_module: LightningModule, settings: PruneSettings) -> None:
         )
 
 
-def _shape(net: nn.Module, size: PruneSize) -> tuple[int, int | None, str] | None:
+def pruned_shape(net: nn.Module, size: PruneSize) -> tuple[int, int | None, str] | None:
     """The terms and hidden units ``size`` keeps of ``net`` (``None`` units: all), and the rows' name suffix;
     ``None`` when it keeps the whole vocabulary."""
     vocabulary = first_layer(net).in_features
@@ -217,7 +217,7 @@ def pruned_candidates(
     """
     preprocessing = datamodule.preprocessing()
     vocabulary = first_layer(net).in_features
-    shapes = [shape for size in settings.sizes if (shape := _shape(net, size)) is not None]
+    shapes = [shape for size in settings.sizes if (shape := pruned_shape(net, size)) is not None]
     skipped = len(settings.sizes) - len(shapes)
     if skipped:
         rank_zero_info(f"Vocabulary pruning: {skipped} size(s) keep all {vocabulary:,} terms; skipped.")

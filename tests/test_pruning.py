@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from callbacks import PostTrainingQuantization
-from callbacks.vocabulary_pruning import PruneSettings, PruneSize, check_prunable
-from datamodules import TextDataModule
+from callbacks.vocabulary_pruning import PruneSettings, PruneSize, check_prunable, narrower, prunable, pruned_shape
+from datamodules import MNISTDataModule, TextDataModule
 from errors import ConfigError
 from modules import MLP
 from quantization.bundle import load_bundle
@@ -169,6 +169,18 @@ def test_pruned_models_take_their_own_methods_and_settings():
     assert PruneSettings.from_values(None).sizes == ()  # no pruning unless sizes are given
     with pytest.raises(ConfigError, match=r"takes no `input_dim` argument"):
         check_prunable(type("Net", (), {"net": nn.Linear(4, 2)})(), PruneSettings(sizes=(PruneSize(2),)))
+
+
+def test_only_text_data_is_pruned_and_a_model_without_hidden_layer_keeps_its_units(tmp_path, mnist_root):
+    assert prunable(text_data(tmp_path)) and not prunable(MNISTDataModule(mnist_root))
+    sizes = [PruneSize(10, 8), PruneSize(10, 64), PruneSize(10), PruneSize(50, 8)]
+    mlp = nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Linear(16, 2))
+    expected = [(10, 8, "prune10x8"), (10, None, "prune10"), (10, None, "prune10"), None]  # 64 >= 16 units: all
+    assert [pruned_shape(mlp, size) for size in sizes] == expected
+    assert pruned_shape(nn.Linear(40, 2), PruneSize(10, 8)) == (10, None, "prune10")  # logistic regression: terms
+    module = narrower(MLP(input_dim=40, hidden_sizes=[16, 8], dropout=0.25), 10, 4)
+    assert (module.net[0].in_features, module.net[0].out_features, module.net[3].out_features) == (10, 4, 8)
+    assert module.hparams["input_dim"] == 10 and module.hparams["hidden_sizes"] == [4, 8]
 
 
 PRUNE = "{sizes: [{terms: 12, hidden: 8}, {terms: 40}], epochs: 3, methods: [fp32, onnx_static_int8]}"
