@@ -1,18 +1,23 @@
-"""Test accuracy of the text recipes against a C-tuned LogisticRegression, on the same split and vectors.
+"""Test accuracy of the text recipes against a C-tuned LogisticRegression and fastText, on the same splits.
 
-    python benchmarks/text_accuracy.py                                 # 3 settings x 3 seeds, ~12 min on 2 idle cores
+    python benchmarks/text_accuracy.py                                 # 3 settings x 3 seeds, ~30 min on 2 busy cores
+    python benchmarks/text_accuracy.py --quick                         # the same table: 1 seed, 1,500 texts each
     python benchmarks/text_accuracy.py --settings debian --seeds 1     # one setting, one seed
     python benchmarks/text_accuracy.py --corpus my.csv --classes a,b   # your own corpus (all labels without --classes)
-    python benchmarks/text_accuracy.py --recipe my_recipe.yaml --seed-recipe none     # a candidate, no seed row
+    python benchmarks/text_accuracy.py --recipe my_recipe.yaml --others none     # a candidate alone
 
 For every setting and seed (the split seed ``data.init_args.seed`` and the training seed ``seed_everything``
-move together), three rows on the same stratified 70/10/20 split:
+move together), these rows on the same stratified 70/10/20 split:
 (a) scikit-learn ``LogisticRegression`` (lbfgs, multinomial) on the recommended recipe's fitted TF-IDF vectors, its
     ``C`` chosen on the validation split from ``--c-grid`` (fitted along the grid with warm starts; ties: smaller C);
-(b) the recommended recipe and (c) the seed recipe, each trained by ``cli.py fit -c <config>`` in this process, as a
-    user runs it (TensorBoard logging, checkpoints, best checkpoint tested after fit; runs in a temporary folder), the
-    quantization report and the progress bar left out: they run after training or only print.
-Fit seconds: (a) the whole C grid, (b)/(c) ``trainer.fit`` (vectorizing, training, validation, checkpoints).
+(b) fastText supervised (``benchmarks/fasttext_baseline.py``: the recipe's tokens), unigrams and bigrams, each with
+    its epochs and learning rate chosen on the validation split from its grid (ties: the first);
+(c) the recommended recipe and (d) each of ``--others`` (default: the previous recipe with a dense first layer, and
+    the seed's recipe), trained by ``cli.py fit -c <config>`` in this process, as a user runs it (TensorBoard
+    logging, checkpoints, best checkpoint tested after fit; runs in a temporary folder), the quantization report and
+    the progress bar left out: they run after training or only print.
+Fit seconds: (a) the whole C grid, (b) the chosen setting's training, (c)/(d) ``trainer.fit`` (vectorizing, training,
+validation, checkpoints). Torch and fastText run on ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -35,20 +40,14 @@ from lightning.pytorch.callbacks import ProgressBar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
+from benchmarks import fasttext_baseline
+from benchmarks.corpora import MIRROR, SETTINGS, sample_rows
 from callbacks import PostTrainingQuantization
 from cli import QuantlightCLI
 from datamodules.text_baseline import tuned_logistic_regression
 from errors import QuantlightError
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("QUANTLIGHT_MIRROR", ROOT.parent / "shared" / "data"))
-# name -> (corpus relative to the mirror, classes to keep; None keeps every label)
-SETTINGS = {
-    "tweets-2": ("sentiment-tweets/tweets.csv", ["negative", "positive"]),
-    "tweets-3": ("sentiment-tweets/tweets.csv", None),
-    "debian": ("debian-packages/descriptions.csv", None),
-}
-VECTORIZER_KEYS = ("vectorizer", "max_features", "ngram_range", "min_df", "sublinear_tf", "lowercase")
 
 
 class _BenchCLI(QuantlightCLI):
@@ -76,6 +75,8 @@ class Row:
     notes: list[str] = field(default_factory=list)  # per seed: chosen C, or epochs trained
 
     def line(self, reference: Row | None) -> str:
+        if not self.acc:
+            return f"  {self.name:34s} {'-':>8s}  ({', '.join(self.notes)})"
         mean = statistics.mean(self.acc)
         spread = f"{min(self.acc):.2f}-{max(self.acc):.2f}"
         delta = f"{mean - statistics.mean(reference.acc):+.2f}" if reference is not None else ""
@@ -86,9 +87,7 @@ class Row:
         )
 
 
-def run_recipe(
-    configs: list[str], corpus: str, classes: list[str] | None, seed: int, overrides: list[str]
-) -> _BenchCLI:
+def run_recipe(configs: list[str], corpus: str, classes: list[str] | None, seed: int, *extra: str) -> _BenchCLI:
     """``cli.py fit -c <configs> ...`` on ``corpus`` with split and training seed ``seed``; returns the finished CLI."""
     with tempfile.TemporaryDirectory() as out:
         args = ["fit", *(arg for config in configs for arg in ("-c", config))]
@@ -96,7 +95,7 @@ def run_recipe(
         keep = f"[{','.join(classes)}]" if classes else "null"
         args += ["--data.init_args.path", corpus, "--data.init_args.classes", keep]
         args += ["--trainer.logger.init_args.save_dir", out, "--trainer.default_root_dir", out]
-        args += ["--trainer.enable_model_summary", "false", *overrides]
+        args += ["--trainer.enable_model_summary", "false", *extra]
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
@@ -113,39 +112,63 @@ def tuned_logistic_regression_timed(cli: _BenchCLI, grid: list[float]) -> tuple[
     return 100 * accuracy, c, time.perf_counter() - start
 
 
-def same_vectors(a: _BenchCLI, b: _BenchCLI) -> bool:
-    return all(a.datamodule.hparams[k] == b.datamodule.hparams[k] for k in VECTORIZER_KEYS)
+def fasttext_rows(rows: dict[str, Row], cli: _BenchCLI, seed: int, args: argparse.Namespace) -> None:
+    """Add one seed to the fastText rows: per n-gram order, the grid setting best on validation (first on ties)."""
+    grid = [setting for setting in fasttext_baseline.GRID if not args.quick or setting.epochs == 5]
+    runs = fasttext_baseline.train_and_score(
+        fasttext_baseline.tokenized_splits(cli.datamodule), grid, args.threads, seed
+    )
+    for ngrams in (1, 2):
+        row = rows[f"fasttext{ngrams}"]
+        candidates = [run for setting, run in zip(grid, runs, strict=True) if setting.word_ngrams == ngrams]
+        if all(run is None for run in candidates):
+            row.notes.append(f"seed {seed}: NaN in every attempt")
+            continue
+        best = max((run for run in candidates if run is not None), key=lambda run: run.val_acc)  # first of equals
+        row.acc.append(best.test_acc)
+        row.fit_s.append(best.train_s)
+        failed = f", {candidates.count(None)} setting(s) NaN" if None in candidates else ""
+        row.notes.append(f"{best.setting.epochs} ep, lr {best.setting.lr:g}{failed}")
+
+
+def add_run(row: Row, cli: _BenchCLI) -> None:
+    row.acc.append(100 * float(cli.trainer.callback_metrics["test/acc"]))
+    row.fit_s.append(cli.fit_s)
+    row.notes.append(f"{cli.trainer.current_epoch} ep")
 
 
 def benchmark(name: str, corpus: str, classes: list[str] | None, args: argparse.Namespace) -> None:
-    rows = {key: Row(label) for key, label in (("lr", "LogisticRegression, C on val"), ("recipe", "recommended"))}
-    if args.seed_recipe:
-        rows["seed"] = Row("seed recipe")
-    mismatch = False
+    labels = {"lr": "LogisticRegression, C on val", "recipe": "recommended (text_mlp)"}
+    if fasttext_baseline.AVAILABLE and args.fasttext:
+        labels |= {"fasttext1": "fastText unigrams, set on val", "fasttext2": "fastText bigrams, set on val"}
+    labels |= {str(i): Path(config[-1]).stem for i, config in enumerate(args.others)}
+    rows = {key: Row(label) for key, label in labels.items()}
+    quick = ("--trainer.max_epochs", "2") if args.quick else ()
     for seed in range(args.seeds):
-        recipe = run_recipe(args.recipe, corpus, classes, seed, args.overrides)
-        rows["recipe"].acc.append(100 * float(recipe.trainer.callback_metrics["test/acc"]))
-        rows["recipe"].fit_s.append(recipe.fit_s)
-        rows["recipe"].notes.append(f"{recipe.trainer.current_epoch} ep")
+        recipe = run_recipe(args.recipe, corpus, classes, seed, *quick)
+        add_run(rows["recipe"], recipe)
         acc, c, seconds = tuned_logistic_regression_timed(recipe, args.c_grid)
         rows["lr"].acc.append(acc)
         rows["lr"].fit_s.append(seconds)
         rows["lr"].notes.append(f"C={c:g}")
-        if args.seed_recipe:
-            seed_run = run_recipe(args.seed_recipe, corpus, classes, seed, args.overrides)
-            rows["seed"].acc.append(100 * float(seed_run.trainer.callback_metrics["test/acc"]))
-            rows["seed"].fit_s.append(seed_run.fit_s)
-            rows["seed"].notes.append(f"{seed_run.trainer.current_epoch} ep")
-            mismatch |= not same_vectors(recipe, seed_run)
-        print(f"  ... {name} seed {seed}: " + ", ".join(f"{r.name} {r.acc[-1]:.2f}" for r in rows.values()), flush=True)
+        if "fasttext1" in rows:
+            fasttext_rows(rows, recipe, seed, args)
+        for i, config in enumerate(args.others):
+            add_run(rows[str(i)], run_recipe(config, corpus, classes, seed, *quick))
+        done = ", ".join(f"{r.name} {r.acc[-1]:.2f}" for r in rows.values() if len(r.acc) > seed)
+        print(f"  ... {name} seed {seed}: {done}", flush=True)
     dm = recipe.datamodule
     sizes = "/".join(str(len(dm.split_rows(s))) for s in ("train", "val", "test"))
     print(f"\n{name}: {corpus}, {dm.num_classes} classes, train/val/test {sizes}, {dm.input_dim} features")
     print(f"  {'':34s} {'test acc':>8s} {'min-max':>13s} {'vs LR':>6s} {'fit s':>7s}  [per seed]")
     for row in rows.values():
         print(row.line(rows["lr"] if row is not rows["lr"] else None))
-    if mismatch:
-        print("  note: the seed recipe's vectorizer settings differ from the recommended one's (LR uses the latter)")
+    others = [row for key, row in rows.items() if key != "recipe" and row.acc]
+    best = max(others, key=lambda row: statistics.mean(row.acc))
+    margin = statistics.mean(rows["recipe"].acc) - statistics.mean(best.acc)
+    print(f"  recommended - the best other row ({best.name}): {margin:+.2f} points")
+    if not fasttext_baseline.AVAILABLE and args.fasttext:
+        print(f"  fastText rows left out: not installed ({fasttext_baseline.INSTALL})")
     print(flush=True)
 
 
@@ -154,7 +177,7 @@ def resolve_config(path: str) -> str:
     for candidate in (Path(path), ROOT / path):
         if candidate.is_file():
             return str(candidate.resolve())
-    raise FileNotFoundError(f"config {path} not found (pass --recipe/--seed-recipe, or --seed-recipe none)")
+    raise FileNotFoundError(f"config {path} not found (pass --recipe/--others, or --others none)")
 
 
 def main() -> None:
@@ -176,25 +199,24 @@ def main() -> None:
         help="the recommended recipe's config file(s), passed as -c in order (after configs/base.yaml)",
     )
     parser.add_argument(
-        "--seed-recipe",
+        "--others",
         nargs="+",
-        default=["configs/text_mlp_seed.yaml"],
-        help="the seed recipe's config file(s); 'none' leaves the row out",
+        default=["configs/text_mlp_dense.yaml", "configs/text_mlp_seed.yaml"],
+        help="other recipes, one row each (a config file each); 'none' leaves them out",
     )
     parser.add_argument("--c-grid", nargs="+", type=float, default=[0.25, 0.5, 1, 2, 4, 8, 16])
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 is steadier on a shared CPU")
-    parser.add_argument("--quick", action="store_true", help="tweets-2, one seed, one epoch of the recommended recipe")
+    parser.add_argument("--fasttext", action=argparse.BooleanOptionalAction, default=True, help="the fastText rows")
+    parser.add_argument("--threads", type=int, default=1, help="torch and fastText threads (1: steadier when shared)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, 1,500 texts a corpus, 2 epochs: in a minute or two"
+    )
     args = parser.parse_args()
-    args.overrides = ["--trainer.max_epochs", "1"] if args.quick else []
+    torch.set_num_threads(args.threads)
     if args.quick:
-        args.settings, args.seeds, args.c_grid, args.seed_recipe = ["tweets-2"], 1, [1.0], ["none"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.seed_recipe == ["none"]:
-        args.seed_recipe = None
+        args.seeds = 1
     try:
         args.recipe = [resolve_config(c) for c in args.recipe]
-        args.seed_recipe = args.seed_recipe and [resolve_config(c) for c in args.seed_recipe]
+        args.others = [] if args.others == ["none"] else [[resolve_config(c)] for c in args.others]
     except FileNotFoundError as err:
         parser.error(str(err))
     if args.corpus:
@@ -205,9 +227,12 @@ def main() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: ...", "kept N rows ..." per run
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    print(f"torch threads {torch.get_num_threads()}; recipe {' '.join(args.recipe)}; seed recipe {args.seed_recipe}")
-    for name, corpus, classes in runs:
-        benchmark(name, corpus, classes, args)
+    print(f"threads {args.threads}; recipe {' '.join(args.recipe)}; others {[c[0] for c in args.others]}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, corpus, classes in runs:
+            if args.quick:
+                corpus = sample_rows(corpus, classes, 1500, Path(folder) / f"{name}.csv")
+            benchmark(name, corpus, classes, args)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,16 @@ from datamodules.text_corpus import (
 from datamodules.text_imdb import ensure_imdb, read_imdb_split
 from datamodules.text_splits import split_corpus, unknown_labels
 from datamodules.text_vectorizer import (
+    TOKEN_PATTERN,
     SparseBatchDataset,
     VectorizerKind,
+    check_vectorizer_settings,
+    checkpoint_state,
     csr_to_torch,
     make_vectorizer,
     read_checkpoint_state,
     vectorizer_from_state,
     vectorizer_json_state,
-    vectorizer_state,
     vocabulary_size,
 )
 from errors import CheckpointError, DataError
@@ -66,6 +68,8 @@ class TextDataModule(InMemoryDataModule):
         min_df: Minimum document frequency of a term: a count, or a fraction of documents.
         sublinear_tf: Use ``1 + log(tf)`` (TF-IDF only).
         lowercase: Lowercase texts before tokenizing.
+        token_pattern: The regular expression a token matches (scikit-learn's default keeps words of two or more
+            characters; ``(?u)\\b\\w+\\b|[^\\w\\s]`` also keeps one-character words and each punctuation mark).
         vectorizer_checkpoint: Take the fitted vectorizer and classes from this Lightning checkpoint
             instead of fitting them (``test``/``predict`` without the training corpus).
         on_bad_row: ``error`` stops at the first bad row (file and line named); ``skip`` warns, counts
@@ -103,6 +107,7 @@ class TextDataModule(InMemoryDataModule):
         min_df: int | float = 1,
         sublinear_tf: bool = False,
         lowercase: bool = True,
+        token_pattern: str = TOKEN_PATTERN,
         vectorizer_checkpoint: str | None = None,
         on_bad_row: OnBadRow = "error",
         max_field_chars: int = MAX_FIELD_CHARS,
@@ -113,7 +118,6 @@ class TextDataModule(InMemoryDataModule):
     ) -> None:
         super().__init__()
         _validate_choice("source", source, ("files", "imdb"))
-        _validate_choice("vectorizer", vectorizer, ("tfidf", "count"))
         _validate_choice("on_bad_row", on_bad_row, ("error", "skip"))
         for name, size in (("val_size", val_size), ("test_size", test_size)):
             if not (isinstance(size, int) and size >= 1) and not (isinstance(size, float) and 0 < size < 1):
@@ -122,16 +126,7 @@ class TextDataModule(InMemoryDataModule):
             raise ValueError(f"Expected `val_size` + `test_size` < 1, got {val_size} + {test_size}.")
         if max_field_chars < 1:
             raise ValueError(f"Expected `max_field_chars` >= 1, got {max_field_chars}.")
-        if max_features is not None and max_features < 1:
-            raise ValueError(f"Expected `max_features` >= 1 or None, got {max_features}.")
-        if len(ngram_range) != 2 or not 1 <= ngram_range[0] <= ngram_range[1]:
-            raise ValueError(
-                f"Expected `ngram_range` to be (min_n, max_n) with 1 <= min_n <= max_n, got {ngram_range}."
-            )
-        if not (isinstance(min_df, int) and min_df >= 1) and not (isinstance(min_df, float) and 0 < min_df <= 1):
-            raise ValueError(f"Expected `min_df` to be a count >= 1 or a fraction in (0, 1], got {min_df!r}.")
-        if sublinear_tf and vectorizer == "count":
-            raise ValueError("Expected `sublinear_tf` false with `vectorizer` 'count' (it applies to 'tfidf' only).")
+        check_vectorizer_settings(vectorizer, max_features, ngram_range, min_df, sublinear_tf, token_pattern)
         if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes)):
             raise ValueError(f"Expected `classes` to list at least two distinct labels, got {classes}.")
         if path is not None and train_path is not None:
@@ -148,6 +143,7 @@ class TextDataModule(InMemoryDataModule):
         self._splits: dict[str, Rows] = {}
         self._predict: Rows | None = None
         self._datasets: dict[str, SparseBatchDataset] = {}
+        self._state: tuple | None = None  # (vectorizer, its checkpoint state)
 
     # Read by the CLI right after construction (linked into the model), so fitted lazily here.
     @property
@@ -213,8 +209,11 @@ class TextDataModule(InMemoryDataModule):
             self._read_splits()
 
     def state_dict(self) -> dict:
-        """The fitted vectorizer and classes as plain data (``torch.load(weights_only=True)`` reads it)."""
-        return {"vectorizer": vectorizer_state(self.vectorizer), "classes": list(self.classes)}
+        """The fitted vectorizer and classes as plain data (``torch.load(weights_only=True)`` reads it); built
+        once per fitted vectorizer, as every checkpoint of the run holds it."""
+        if self._state is None or self._state[0] is not self.vectorizer:
+            self._state = (self.vectorizer, {"vectorizer": checkpoint_state(self.vectorizer)})
+        return self._state[1] | {"classes": list(self.classes)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Use a checkpoint's vectorizer and classes; vectors are rebuilt from them when next served."""
@@ -232,28 +231,32 @@ class TextDataModule(InMemoryDataModule):
     def dataset(self, split: str) -> SparseBatchDataset:
         # Vectorized when a loader is built: Lightning restores a checkpoint's vectorizer after setup().
         if split not in self._datasets:
-            if split == "predict":
-                rows, labels = self.predict_rows, None
-            else:
-                rows = self.split_rows(split)
-                index = {name: i for i, name in enumerate(self.classes)}
-                labels = torch.tensor([index[label] for label in rows.labels], dtype=torch.long)  # (N,)
-            features = self.vectorize(rows.texts)  # (N, input_dim), stays sparse
-            self._datasets[split] = SparseBatchDataset(features, labels, dense=not self.hparams.sparse)
+            rows = self.predict_rows if split == "predict" else self.split_rows(split)
+            self._datasets[split] = self._dataset_of(split, rows, self.vectorize(rows.texts))  # (N, input_dim) sparse
         return self._datasets[split]
+
+    def _dataset_of(self, split: str, rows: Rows, features: scipy.sparse.csr_matrix) -> SparseBatchDataset:
+        labels = None
+        if split != "predict":
+            index = {name: i for i, name in enumerate(self.classes)}
+            labels = torch.tensor([index[label] for label in rows.labels], dtype=torch.long)  # (N,)
+        return SparseBatchDataset(features, labels, dense=not self.hparams.sparse)
 
     def _fit_vectorizer(self) -> None:
         h = self.hparams
-        vectorizer = make_vectorizer(h.vectorizer, h.max_features, h.ngram_range, h.min_df, h.sublinear_tf, h.lowercase)
+        vectorizer = make_vectorizer(
+            h.vectorizer, h.max_features, h.ngram_range, h.min_df, h.sublinear_tf, h.lowercase, None, h.token_pattern
+        )
         train = self.split_rows("train")
         try:
-            vectorizer.fit(train.texts)
+            features = vectorizer.fit_transform(train.texts)  # one pass: the training vectors come with the fit
         except ValueError as err:  # e.g. no term left after min_df, or only stop words
             raise DataError(
                 f"Could not fit the {h.vectorizer} vectorizer on {len(train)} training texts of {train.path} ({err}). "
                 "Lower --data.init_args.min_df or check the text column."
             ) from err
         self._vectorizer = vectorizer
+        self._datasets["train"] = self._dataset_of("train", train, features)
 
     def _read_splits(self) -> None:
         if self._splits:

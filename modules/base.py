@@ -113,8 +113,12 @@ class ClassifierModule(LightningModule):
             restore_rng_states(self._pending_rng_states)
             self._pending_rng_states = None
 
+    def parameter_groups(self) -> list:
+        """What the optimizer factory is given: the parameters, or parameter groups with their own settings."""
+        return list(self.parameters())
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.fine_tuning is not None:
             return self.fine_tuning.configure(optimizer)
         if self.lr_scheduler_factory is None:

@@ -43,6 +43,7 @@ def test_every_config_instantiates(config, mnist_root, tmp_path):
         "mnist_logistic.yaml": ["--data.data_dir", str(mnist_root), "--data.download", "false"],
         "text_mlp.yaml": ["--data.init_args.path", str(write_text_corpus(tmp_path / "c.csv"))],
         "text_mlp_seed.yaml": ["--data.init_args.path", str(write_text_corpus(tmp_path / "c.csv"))],
+        "text_mlp_dense.yaml": ["--data.init_args.path", str(write_text_corpus(tmp_path / "c.csv"))],
         "imdb_mlp.yaml": [
             "--data.init_args.data_dir", str(write_imdb_tree(tmp_path / "imdb")),
             "--data.init_args.download", "false", "--data.init_args.min_df", "1",

@@ -72,8 +72,15 @@ def test_killed_and_resumed_text_run_matches_uninterrupted(tmp_path: Path):
     assert resumed["epoch"] == expected["epoch"] == 3
     for key, value in expected["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+    # The recipe's sparse first layer: its rows' group (plain SGD) has no state, the rest has momentum buffers.
+    states = [c["optimizer_states"][0] for c in (expected, resumed)]
+    assert [g["momentum"] for g in states[0]["param_groups"]] == [0.0, 0.9]
+    assert states[0]["state"].keys() == states[1]["state"].keys() and len(states[0]["state"]) == 3  # bias, head
+    for param, state in states[0]["state"].items():
+        assert torch.equal(state["momentum_buffer"], states[1]["state"][param]["momentum_buffer"]), param
     vectorizers = [c["TextDataModule"]["vectorizer"] for c in (expected, resumed)]
-    assert vectorizers[0]["vocabulary"] == vectorizers[1]["vocabulary"]
+    assert torch.equal(vectorizers[0]["terms"], vectorizers[1]["terms"])
+    assert torch.equal(vectorizers[0]["term_ends"], vectorizers[1]["term_ends"])
     assert torch.equal(vectorizers[0]["idf"], vectorizers[1]["idf"])
 
 

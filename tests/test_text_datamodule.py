@@ -11,8 +11,10 @@ import torch
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from datamodules.text import TextDataModule
+from datamodules.text_vectorizer import vectorizer_from_state, vectorizer_json_state, vectorizer_state
 from errors import CheckpointError, DataError
 from modules import MLP
+from runtime.features import TextFeaturizer
 from tests.helpers import text_rows, write_text_corpus
 
 
@@ -46,6 +48,42 @@ def test_vectors_equal_scikit_learn_fitted_on_the_train_split(text_corpus, kind)
         assert ours.shape == theirs.shape == (len(texts), 30)
         assert abs(ours - theirs).max() == 0
     assert dm.input_dim == 30
+
+
+PUNCTUATION_TOKENS = r"(?u)\b\w+\b|[^\w\s]"  # the recipe's: words of any length and each punctuation mark
+
+
+def test_token_pattern_gives_scikit_learn_vectors_and_the_bundle_reads_them(tmp_path):
+    texts = ["I love it :) !!", "a b c ?", "bad, bad car...", "x y z", "so :( sad", "fine car.", "ok !", "no ? no"]
+    path = tmp_path / "p.csv"
+    path.write_text("text,label\n" + "".join(f'"{t}",{"pos" if i % 2 else "neg"}\n' for i, t in enumerate(texts * 5)))
+    dm = TextDataModule(str(path), token_pattern=PUNCTUATION_TOKENS, val_size=8, test_size=8)
+    reference = TfidfVectorizer(token_pattern=PUNCTUATION_TOKENS).fit(dm.split_rows("train").texts)
+    assert {":", ")", "!", "?", "i", "a"} <= set(dm.vectorizer.vocabulary_) == set(reference.vocabulary_)
+    ours, theirs = dm.vectorize(texts), reference.transform(texts)
+    assert abs(ours - theirs).max() == 0
+    bundle = TextFeaturizer.from_state(vectorizer_json_state(dm.vectorizer))(texts)  # what a bundle ships
+    np.testing.assert_allclose(bundle, theirs.toarray(), rtol=1e-6)
+    restored = TextDataModule(str(path))  # scikit-learn's default pattern, until the checkpoint's state wins
+    restored.load_state_dict(dm.state_dict())
+    assert abs(restored.vectorize(texts) - theirs).max() == 0
+
+
+def test_the_training_split_is_served_as_its_transform_in_float32(text_corpus):
+    dm = TextDataModule(str(text_corpus), ngram_range=(1, 2))
+    dm.setup("fit")
+    served = dm.dataset("train").features  # from fit_transform: one tokenizing pass
+    expected = dm.vectorize(dm.split_rows("train").texts).astype(np.float32)
+    assert served.dtype == np.float32 and (served != expected).nnz == 0
+
+
+def test_a_version_1_vectorizer_state_still_loads(text_corpus):
+    dm = TextDataModule(str(text_corpus))
+    state = vectorizer_state(dm.vectorizer) | {"version": 1}  # the vocabulary as a str -> int dict
+    del state["token_pattern"]  # version 1 had none: scikit-learn's default
+    restored = vectorizer_from_state(state, "test")
+    texts = dm.split_rows("test").texts
+    assert abs(restored.transform(texts) - dm.vectorize(texts)).max() == 0
 
 
 def test_input_dim_is_the_real_vocabulary_width(text_corpus):
@@ -191,6 +229,8 @@ def test_tiny_corpus_cannot_be_stratified(tmp_path):
         ({"ngram_range": (2, 1)}, r"`ngram_range` to be \(min_n, max_n\)"),
         ({"min_df": 0}, r"`min_df` to be a count >= 1 or a fraction"),
         ({"vectorizer": "count", "sublinear_tf": True}, r"`sublinear_tf` false with `vectorizer` 'count'"),
+        ({"token_pattern": "(\\w"}, r"`token_pattern` a regular expression, got '\(\\\\w'"),
+        ({"token_pattern": r"(\w)(\w)"}, r"`token_pattern` with at most one capturing group"),
         ({"classes": ["a"]}, r"`classes` to list at least two distinct labels"),
         ({"train_path": "t.csv"}, r"one of `path` .* and `train_path` .*, got both"),
         ({"source": "imdb"}, r"no `path`/`train_path`/`val_path`/`test_path` with `source` 'imdb'"),
@@ -198,7 +238,8 @@ def test_tiny_corpus_cannot_be_stratified(tmp_path):
         ({"num_workers": -1}, r"`num_workers` >= 0"),
     ],
     ids=["vectorizer", "source", "on_bad_row", "val_size-big", "val_size-zero", "test_size", "sizes-sum",
-         "max_features", "ngram_range", "min_df", "sublinear-count", "classes", "path-and-train_path",
+         "max_features", "ngram_range", "min_df", "sublinear-count", "token_pattern", "token_pattern-groups",
+         "classes", "path-and-train_path",
          "imdb-with-path", "batch_size", "num_workers"],
 )  # fmt: skip
 def test_argument_validation(kwargs, match):
