@@ -27,6 +27,7 @@ class QuantlightTrainer(Trainer):
         ckpt_path: str | None = None,
         max_accuracy_drop: float | None = None,
         objective: str | None = None,
+        max_bytes: int | None = None,
     ) -> list[dict[str, Any]]:
         """Run the post-training quantization report on a checkpoint, without training.
 
@@ -37,14 +38,17 @@ class QuantlightTrainer(Trainer):
             datamodule: Data whose test split is measured (and train split calibrates).
             ckpt_path: The ``.ckpt`` written by ``fit``.
             max_accuracy_drop: The accuracy budget (validation points) instead of the callback's.
-            objective: ``size``, ``memory``, ``latency_bs1`` or ``latency_bs<N>`` instead of the callback's.
+            objective: ``size``, ``memory``, ``accuracy``, ``latency_bs1`` or ``latency_bs<N>`` instead of the
+                callback's.
+            max_bytes: The most bytes the recommended row may ship (artifact + preprocessing); without an
+                ``objective``, the most accurate row that fits is recommended.
         """
         if ckpt_path is None:
             raise CheckpointError("`quantize` needs a checkpoint: pass --ckpt_path <run>/checkpoints/best.ckpt.")
         callback = next((c for c in self.callbacks if isinstance(c, PostTrainingQuantization)), None)
         callback = callback or PostTrainingQuantization()
         try:
-            callback.set_budget(max_accuracy_drop, objective)
+            callback.set_budget(max_accuracy_drop, objective, max_bytes)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         datamodule.trainer = self

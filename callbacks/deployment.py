@@ -9,6 +9,7 @@ Lightning glue around ``quantization.bundle``: the datamodule supplies what the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from quantization.registry import Artifact
 
 _E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
 _CARD_KEYS = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta")
-_CARD_KEYS += ("val_accuracy_delta", "latency_ms", "speedup", "sparse_input")
+_CARD_KEYS += ("val_accuracy_delta", "latency_ms", "speedup", "sparse_input", "shipped_bytes", "preprocessing_bytes")
+_CARD_KEYS += ("pruned_terms", "vocabulary_terms", "hidden_units", "importance")
 
 
 class CheckpointPath:
@@ -78,8 +80,12 @@ def ship(
         **{key: row[key] for key in _CARD_KEYS if key in row},
         "machine": machine_info(),
     }
+    # A row that reads other inputs than the run's (a pruned vocabulary) names its own preprocessing file.
+    preprocessing = json.loads((folder / row["preprocessing"]).read_text()) if "preprocessing" in row else None
     try:
-        bundle = write_bundle(folder / "bundle", artifact, net, datamodule.preprocessing(), datamodule.classes, card)
+        bundle = write_bundle(
+            folder / "bundle", artifact, net, preprocessing or datamodule.preprocessing(), datamodule.classes, card
+        )
     except ValueError as err:
         rank_zero_warn(f"No deployable bundle written: {err}")
         return None

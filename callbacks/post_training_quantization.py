@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from callbacks.best_checkpoint import best_checkpoint
 from callbacks.deployment import deployable, ship
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
+from callbacks.vocabulary_pruning import PruneSettings, check_prunable, prunable, pruned_candidates
 from errors import ConfigError, DataError
 from quantization import BASELINE, METHODS, QuantizationData, check_methods, check_quantizable, default_methods
 from quantization.decision import Budget
@@ -32,7 +33,7 @@ from quantization.measure import Batch, Candidate, MeasureSettings
 from quantization.onnx_runtime import dense
 from quantization.pipeline import quantization_report
 from quantization.qat import check_qat_method
-from quantization.recommend import check_objective
+from quantization.recommend import check_max_bytes, check_objective
 from quantization.report import end_to_end_markdown, report_markdown, write_report
 from storage.checkpoints import load_net_weights
 
@@ -58,10 +59,17 @@ class PostTrainingQuantization(Callback):
             fp32 to be recommended (the test split stays the final figure). A method over it gets a
             per-layer sensitivity table and, when keeping its most sensitive layers in fp32 brings it
             within budget, a ``<method>+fallback`` row.
-        objective: What the recommendation optimizes within the budget: ``size`` (artifact bytes), ``memory``
-            (bytes the loaded model holds), ``latency_bs1`` or ``latency_bs<N>`` (one of ``latency_batch_sizes``);
-            ``None``: latency at the smallest of them.
+        objective: What the recommendation optimizes within the budget: ``size`` (the bytes a bundle ships:
+            artifact + preprocessing), ``memory`` (bytes the loaded model holds), ``accuracy`` (validation accuracy:
+            the most accurate row, whatever the budget), ``latency_bs1`` or ``latency_bs<N>`` (one of
+            ``latency_batch_sizes``); ``None``: ``accuracy`` with ``max_bytes``, else latency at the smallest batch.
         sensitivity: Configured methods (not fp32) to report per-layer sensitivity for even when within budget.
+        max_bytes: The most bytes the recommended row may ship (its bundle's artifact + ``preprocessing.json``), e.g.
+            ``460800`` for 450 KB: with the default objective, the most accurate row that fits.
+        prune: Text runs only: smaller models that keep the vocabulary's most important terms (and fewer hidden
+            units), each fine-tuned briefly and measured with ``prune.methods`` as rows
+            ``<method>+prune<terms>x<units>`` (``callbacks.vocabulary_pruning.PruneSettings``), e.g.
+            ``{sizes: [{terms: 2000, hidden: 32}], methods: [onnx_int4], epochs: 4}``; ``None``: none.
     """
 
     def __init__(
@@ -76,12 +84,15 @@ class PostTrainingQuantization(Callback):
         max_accuracy_drop: float = 0.5,
         objective: str | None = None,
         sensitivity: Sequence[MethodName] = (),
+        prune: dict[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         qat = qat or {}
         for name in qat:
             check_qat_method(name)
+        self.prune = PruneSettings.from_values(prune)
         names = check_methods([*(default_methods() if methods is None else methods), *qat])
-        unknown = sorted(set(settings or {}) - set(names))
+        unknown = sorted(set(settings or {}) - set(names) - set(self.prune.methods if self.prune.sizes else ()))
         if unknown:
             raise ValueError(
                 f"Expected `settings` keys among the configured methods ({', '.join(names)}), got {unknown[0]!r}."
@@ -95,10 +106,13 @@ class PostTrainingQuantization(Callback):
         if calibration_batches < 1:
             raise ValueError(f"Expected `calibration_batches` >= 1, got {calibration_batches}.")
         self.methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in names}
+        pruned_with = self.prune.methods if self.prune.sizes else ()  # the pruned models' methods and their settings
+        self.prune_methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in pruned_with}
         self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
         self.calibration_batches = calibration_batches
         self.qat = {name: QATSettings.from_values(name, values) for name, values in qat.items()}
-        objective = objective or f"latency_bs{min(latency_batch_sizes)}"
+        check_max_bytes(max_bytes)
+        objective = objective or ("accuracy" if max_bytes is not None else f"latency_bs{min(latency_batch_sizes)}")
         check_objective(objective, latency_batch_sizes)
         unranked = [name for name in sensitivity if name not in self.methods or name == BASELINE]
         if unranked:
@@ -106,25 +120,32 @@ class PostTrainingQuantization(Callback):
                 f"Expected `sensitivity` among the configured quantization methods "
                 f"({', '.join(n for n in self.methods if n != BASELINE)}), got {unranked[0]!r}."
             )
-        self.budget = Budget(max_accuracy_drop, objective, tuple(sensitivity))
+        self.budget = Budget(max_accuracy_drop, objective, tuple(sensitivity), max_bytes)
 
-    def set_budget(self, max_accuracy_drop: float | None = None, objective: str | None = None) -> None:
-        """Change the accuracy budget or the objective (``None`` keeps it), checked as in ``__init__``."""
-        objective = self.budget.objective if objective is None else objective
+    def set_budget(
+        self, max_accuracy_drop: float | None = None, objective: str | None = None, max_bytes: int | None = None
+    ) -> None:
+        """Change the accuracy budget, the objective or the byte budget (``None`` keeps it; a new ``max_bytes``
+        without an objective asks for the most accurate row that fits), checked as in ``__init__``."""
+        if objective is None:
+            objective = self.budget.objective if max_bytes is None else "accuracy"
+        max_bytes = self.budget.max_bytes if max_bytes is None else check_max_bytes(max_bytes)
         check_objective(objective, self.measure.latency_batch_sizes)
         drop = self.budget.max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop
-        self.budget = Budget(drop, objective, self.budget.sensitivity)
+        self.budget = Budget(drop, objective, self.budget.sensitivity, max_bytes)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Refuse a model the methods cannot handle now, not after an hour of training.
         try:
-            check_quantizable(pl_module.net, list(self.methods))
+            check_quantizable(pl_module.net, list(self.methods | self.prune_methods))
         except ValueError as err:
             raise ConfigError(f"{err} Remove the method from `methods` or change the model.") from err
-        if self.qat and not hasattr(pl_module, "fine_tuning"):
+        if prunable(trainer.datamodule):
+            check_prunable(pl_module, self.prune)
+        if (self.qat or (self.prune.sizes and prunable(trainer.datamodule))) and not hasattr(pl_module, "fine_tuning"):
             raise ConfigError(
-                f"`qat` fine-tunes a Quantlight classifier (modules.ClassifierModule); {type(pl_module).__name__} "
-                "is not one. Remove `qat` or derive the model from ClassifierModule."
+                f"`qat` and `prune` fine-tune a Quantlight classifier (modules.ClassifierModule); "
+                f"{type(pl_module).__name__} is not one. Remove them or derive the model from ClassifierModule."
             )
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -145,16 +166,27 @@ class PostTrainingQuantization(Callback):
         start = time.perf_counter()
         net = load_net(pl_module, ckpt_path)
         batches = test_batches(datamodule)
-        needs_calibration = any(METHODS[name].needs_calibration for name in self.methods)
+        needs_calibration = any(METHODS[name].needs_calibration for name in self.methods)  # the pruned: their own
         calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
         sparse = batches[0][0].layout != torch.strided  # term weights: artifacts read their ids and values
         data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration, sparse_input=sparse)
         folder = Path(report_root(trainer)) / "quantization"
-        candidates = self.candidates(trainer, pl_module, datamodule, net)
+        candidates = self.candidates(trainer, pl_module, datamodule, net, batches)
         writer = tensorboard(trainer)
         val = validation_batches(datamodule)
+        preprocessing = datamodule.preprocessing() if deployable(datamodule) else None
         rows, decision = quantization_report(
-            net, candidates, batches, data, folder, self.measure, writer, trainer.global_step, val, self.budget
+            net,
+            candidates,
+            batches,
+            data,
+            folder,
+            self.measure,
+            writer,
+            trainer.global_step,
+            val,
+            self.budget,
+            preprocessing,
         )
         if decision is not None and deployable(datamodule):
             self.deploy(folder, rows, decision, net, datamodule, writer, trainer.global_step)
@@ -166,16 +198,27 @@ class PostTrainingQuantization(Callback):
         return rows
 
     def candidates(
-        self, trainer: Trainer, pl_module: LightningModule, datamodule: LightningDataModule, net: nn.Module
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        datamodule: LightningDataModule,
+        net: nn.Module,
+        batches: list[Batch],
     ) -> list[Candidate]:
-        """One report row per method, each followed by its ``+qat`` row (QAT fine-tuned here) when configured."""
+        """One report row per method, each followed by its ``+qat`` row (QAT fine-tuned here) when configured, then
+        the pruned models' rows (text runs with ``prune`` sizes; fine-tuned here)."""
         candidates = []
+        root = report_root(trainer)
         for name, settings in self.methods.items():
             candidates.append(Candidate(name, settings))
             if name in self.qat:
-                root = report_root(trainer)
                 trained, info = fine_tune_qat(trainer, pl_module, datamodule, net, name, settings, self.qat[name], root)
                 candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
+        if self.prune.sizes and prunable(datamodule):
+            methods, calibration = self.prune_methods, self.calibration_batches
+            candidates += pruned_candidates(
+                trainer, pl_module, datamodule, net, self.prune, methods, batches, root, calibration
+            )
         return candidates
 
     def deploy(

@@ -6,14 +6,14 @@ The budget is checked on the validation split; the test split stays the final, h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from quantization.measure import Batch, Candidate, MeasureSettings, baseline_of, measure_methods
-from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop, check_objective, recommend
+from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop, check_max_bytes, check_objective, recommend
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, check_methods
 from quantization.sensitivity import fallback, layer_sensitivity
 from quantization.swap import linear_layers
@@ -30,16 +30,19 @@ class Budget:
         objective: ``size``, ``memory``, ``latency_bs1`` or ``latency_bs<N>`` (a measured batch size).
         sensitivity: Methods whose per-layer sensitivity is reported even when within budget (those over
             it always get one, with the fallback it leads to).
+        max_bytes: The most bytes the recommended row may ship (artifact + preprocessing), or ``None``.
     """
 
     max_accuracy_drop: float = 0.5
     objective: str = "latency_bs1"
     sensitivity: tuple[str, ...] = ()
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         check_max_accuracy_drop(self.max_accuracy_drop)
         check_objective(self.objective)
         check_methods(list(self.sensitivity))
+        check_max_bytes(self.max_bytes)
 
 
 def over_budget(row: dict[str, Any], budget: Budget) -> bool:
@@ -57,6 +60,7 @@ def decide(
     data: QuantizationData,
     settings: MeasureSettings,
     budget: Budget,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Artifact], dict[str, Any]]:
     """Rank layers, add fallback rows and recommend one row.
 
@@ -67,6 +71,7 @@ def decide(
         data: Example and calibration batches.
         settings: How latency is measured (fallback rows are measured like the others).
         budget: The accuracy budget, the objective and the methods to rank layers for.
+        preprocessing: What a bundle ships besides the artifact (fallback rows get ``shipped_bytes`` too).
 
     Returns:
         The rows and artifacts with each ``<method>+fallback`` row after its method's, and
@@ -103,10 +108,12 @@ def decide(
         sensitivity[row["method"]] = entry
     if extra:
         baseline = baseline_of(rows, artifacts, model, batches, settings.num_threads)
-        new_rows, new_artifacts = measure_methods(model, extra, batches, data, settings, val_batches, baseline)
+        new_rows, new_artifacts = measure_methods(
+            model, extra, batches, data, settings, val_batches, baseline, preprocessing
+        )
         for new_row, new_artifact in zip(new_rows, new_artifacts, strict=True):
             at = next(i for i, r in enumerate(rows) if r["method"] == new_row["base_method"]) + 1
             rows.insert(at, new_row)
             artifacts.insert(at, new_artifact)
-    recommendation = recommend(rows, budget.max_accuracy_drop, budget.objective)
+    recommendation = recommend(rows, budget.max_accuracy_drop, budget.objective, budget.max_bytes)
     return rows, artifacts, {"recommendation": recommendation, "sensitivity": sensitivity}

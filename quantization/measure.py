@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils import benchmark
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from quantization.bundle import preprocessing_json, shippable
 from quantization.memory import held_bytes
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
 
@@ -43,6 +44,27 @@ class MeasureSettings:
 
 
 @dataclass(frozen=True)
+class RowInputs:
+    """What a row's model reads when it is not the report's input (e.g. the columns of a pruned vocabulary): the
+    same test and validation examples, in the same order, as that model reads them; the example and calibration
+    batches its methods use; and the preprocessing its bundle ships.
+
+    Args:
+        name: Names the preprocessing's file in the report folder, ``<name>.preprocessing.json``.
+        batches: The test examples as this model reads them, with the report's labels.
+        val_batches: The validation examples, likewise.
+        data: The example and calibration batches (and ``sparse_input``) the methods use.
+        preprocessing: How raw inputs become these batches (``runtime.featurizer`` reads it), plain data.
+    """
+
+    name: str
+    batches: Sequence[Batch]
+    val_batches: Sequence[Batch]
+    data: QuantizationData
+    preprocessing: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One report row: a registered method with its settings, applied to a model.
 
@@ -53,6 +75,7 @@ class Candidate:
         model: The fp32 model to quantize when it is not the report's (e.g. weights trained with QAT).
         info: Extra row fields (plain data), e.g. ``{"qat_epochs": 10}``.
         keep_fp32: Linear layers the method leaves in fp32 (mixed precision; ``QuantizationData.keep_fp32``).
+        inputs: What ``model`` reads when it is not the report's input (a pruned vocabulary's columns).
     """
 
     method: str
@@ -61,6 +84,7 @@ class Candidate:
     model: nn.Module | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
     keep_fp32: frozenset[str] = frozenset()
+    inputs: RowInputs | None = None
 
     @property
     def label(self) -> str:
@@ -188,6 +212,16 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
     }
 
 
+def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Mapping[str, Any]) -> dict[str, int]:
+    """What a bundle of ``artifact`` ships, in bytes: the artifact as the bundle holds it (an fp32 torch artifact
+    as ONNX) and its ``preprocessing.json`` (``quantization.bundle.preprocessing_json``; a text vocabulary can
+    outweigh a small model); ``bundle.json`` (under 1 KB) and the model card are not counted."""
+    input_dim = int(data.example.shape[1])
+    artifact_bytes = shippable(artifact, input_dim, sparse_input=preprocessing.get("input") == "text").size_bytes
+    preprocessing_bytes = len(preprocessing_json(preprocessing))
+    return {"preprocessing_bytes": preprocessing_bytes, "shipped_bytes": artifact_bytes + preprocessing_bytes}
+
+
 def measure_methods(
     model: nn.Module,
     methods: Mapping[str, Any] | Sequence[Candidate],
@@ -196,6 +230,7 @@ def measure_methods(
     settings: MeasureSettings,
     val_batches: Sequence[Batch] = (),
     baseline: tuple[dict[str, Any], torch.Tensor] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Artifact]]:
     """Quantize a read-only ``model`` with each method (fp32 first) and measure every artifact.
 
@@ -210,24 +245,37 @@ def measure_methods(
             keeping the test split for the final figure).
         baseline: The fp32 row and its test predictions from an earlier call, to compare further rows
             with the same figures (fp32 is then not measured again).
+        preprocessing: How raw inputs become the report's inputs, as a bundle ships it (a datamodule's
+            ``preprocessing()``): each row then gets ``shipped_bytes`` (:func:`shipped_bytes`).
 
     Returns:
         The report rows, in order, and the artifacts they were measured from.
     """
-    inputs = latency_inputs(first_rows(batches, max(settings.latency_batch_sizes)), settings.latency_batch_sizes)
+    own = RowInputs("", batches, val_batches, data, preprocessing or {})
+    timed: dict[int, dict[int, torch.Tensor]] = {}  # latency inputs per RowInputs
     rows, artifacts = [], []
     candidates = as_candidates(methods)
     baseline_row, baseline_predictions = baseline if baseline else ({}, torch.empty(0))
     if baseline:
         candidates = [c for c in candidates if c.label != BASELINE]
     for candidate in candidates:
+        reads = candidate.inputs or own
+        if id(reads) not in timed:
+            first = first_rows(reads.batches, max(settings.latency_batch_sizes))
+            timed[id(reads)] = latency_inputs(first, settings.latency_batch_sizes)
         method_settings = candidate.settings or METHODS[candidate.method].make_settings()
         source = candidate.model if candidate.model is not None else model
-        method_data = dataclasses.replace(data, keep_fp32=candidate.keep_fp32)
+        method_data = dataclasses.replace(reads.data, keep_fp32=candidate.keep_fp32)
         artifact = METHODS[candidate.method].quantize(source, method_settings, method_data)
         artifact = dataclasses.replace(artifact, name=candidate.name)
-        row, predictions = measure_artifact(artifact, source, batches, inputs, settings, val_batches)
+        row, predictions = measure_artifact(
+            artifact, source, reads.batches, timed[id(reads)], settings, reads.val_batches if val_batches else ()
+        )
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
+        if reads.preprocessing:
+            row |= shipped_bytes(artifact, reads.data, reads.preprocessing)
+        if candidate.inputs is not None:
+            row["preprocessing"] = f"{candidate.inputs.name}.preprocessing.json"
         row |= dict(candidate.info)
         if candidate.label == BASELINE:
             baseline_row, baseline_predictions = row, predictions

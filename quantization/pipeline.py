@@ -14,10 +14,12 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from quantization.artifacts import save_artifact
+from quantization.bundle import preprocessing_json
 from quantization.decision import Budget, decide
 from quantization.measure import Batch, Candidate, MeasureSettings, measure_methods
 from quantization.registry import QuantizationData
 from quantization.report import log_tensorboard, write_report
+from storage.atomic import atomic_write
 
 
 def quantization_report(
@@ -31,6 +33,7 @@ def quantization_report(
     step: int = 0,
     val_batches: Sequence[Batch] = (),
     budget: Budget | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Measure every method on a read-only ``model``; write artifacts, ``report.json`` and ``report.md``.
 
@@ -46,16 +49,24 @@ def quantization_report(
         step: The global step the TensorBoard records carry.
         val_batches: Validation batches, which an accuracy ``budget`` is checked on.
         budget: With validation batches: rank layers, add fallback rows and recommend one row.
+        preprocessing: How raw inputs become ``batches`` (a datamodule's ``preprocessing()``): rows get the bytes a
+            bundle ships (artifact + ``preprocessing.json``), and a row that reads other inputs (a pruned
+            vocabulary) has its own preprocessing written beside its artifact.
 
     Returns:
         The rows, and the decision (``recommendation``, ``sensitivity``) when a budget was given.
     """
-    rows, artifacts = measure_methods(model, methods, batches, data, settings, val_batches)
+    rows, artifacts = measure_methods(model, methods, batches, data, settings, val_batches, None, preprocessing)
     decision = None
     if budget is not None and val_batches:
-        rows, artifacts, decision = decide(model, rows, artifacts, batches, val_batches, data, settings, budget)
+        rows, artifacts, decision = decide(
+            model, rows, artifacts, batches, val_batches, data, settings, budget, preprocessing
+        )
     for artifact in artifacts:
         save_artifact(artifact, folder)
+    own_inputs = {c.inputs.name: c.inputs for c in methods if isinstance(c, Candidate) and c.inputs is not None}
+    for name, inputs in own_inputs.items():  # a pruned vocabulary, beside the artifacts that read it
+        atomic_write(folder / f"{name}.preprocessing.json", preprocessing_json(inputs.preprocessing))
     write_report(rows, folder, decision)
     if writer is not None:
         log_tensorboard(writer, rows, step, decision)

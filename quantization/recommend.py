@@ -9,85 +9,51 @@ on validation), as Neural Compressor's accuracy criterion + objective do, decide
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from quantization.frontier import most_accurate
+from quantization.objectives import (
+    ACCURACY,
+    BYTES,
+    SLACK_POINTS,
+    check_max_accuracy_drop,
+    check_max_bytes,
+    check_objective,
+    human_bytes,
+    shipped,
+)
 from quantization.registry import BASELINE
 
-# Accuracies are ratios of counts: 89.5 % - 90 % is -0.5000000000000004 points. A budget is met
-# within this slack, far below one sample of any evaluation set (1e-9 points = 1 in 1e11).
-SLACK_POINTS = 1e-9
-_LATENCY = re.compile(r"latency_bs([1-9][0-9]*)")
-# Objectives measured in bytes: the row key, then the words for a lower and a higher value.
-_BYTES = {"size": ("size_bytes", "smaller", "larger"), "memory": ("memory_bytes", "less memory", "more memory")}
+__all__ = ["SLACK_POINTS", "check_max_accuracy_drop", "check_max_bytes", "check_objective", "recommend"]
 Row = Mapping[str, Any]
 
 
-def check_max_accuracy_drop(max_accuracy_drop: Any) -> float:
-    """The budget in accuracy points, refused in one line unless a finite number >= 0.
-
-    >>> check_max_accuracy_drop(0.5)
-    0.5
-    >>> check_max_accuracy_drop(-1)
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected `max_accuracy_drop` to be a finite number of accuracy points >= 0, got -1.
-    """
-    number = isinstance(max_accuracy_drop, (int, float)) and not isinstance(max_accuracy_drop, bool)
-    if not number or not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
-        raise ValueError(
-            f"Expected `max_accuracy_drop` to be a finite number of accuracy points >= 0, got {max_accuracy_drop!r}."
-        )
-    return float(max_accuracy_drop)
-
-
-def check_objective(objective: Any, batch_sizes: Sequence[int] | None = None) -> int | None:
-    """The batch size a ``latency_bs<N>`` objective times (``None`` for ``size`` and ``memory``), refused in
-    one line when the string is none of them or, given the measured ``batch_sizes``, ``N`` is not one of them.
-
-    >>> check_objective("size"), check_objective("memory"), check_objective("latency_bs256", [1, 256])
-    (None, None, 256)
-    >>> check_objective("latency_bs64", [1, 256])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size (1, 256), got ...
-    """
-    if objective in _BYTES:
-        return None
-    match = _LATENCY.fullmatch(objective) if isinstance(objective, str) else None
-    if match is None:
-        raise ValueError(
-            "Expected `objective` to be size, memory, latency_bs1 or latency_bs<N> (N a measured batch size), "
-            f"got {objective!r}."
-        )
-    batch_size = int(match.group(1))
-    if batch_sizes is not None and batch_size not in batch_sizes:
-        measured = ", ".join(map(str, batch_sizes))
-        raise ValueError(
-            f"Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size ({measured}), "
-            f"got {objective!r}."
-        )
-    return batch_size
-
-
-def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> dict[str, Any]:
+def recommend(
+    rows: Sequence[Row], max_accuracy_drop: float, objective: str, max_bytes: int | None = None
+) -> dict[str, Any]:
     """The row to ship: best on ``objective`` among rows within ``max_accuracy_drop`` points of fp32 on
     validation (``val_accuracy_delta >= -max_accuracy_drop``), if better than fp32 on it; else fp32.
 
-    Lower is better: ``size_bytes`` for ``size``, ``memory_bytes`` for ``memory``, the median of ``latency_ms[N]``
-    for ``latency_bs<N>``.
-    Ties go to the smaller artifact, then to the higher validation accuracy.
+    Lower is better: the shipped bytes (artifact + preprocessing, ``shipped_bytes``; else ``size_bytes``) for
+    ``size``, ``memory_bytes`` for ``memory``, the median of ``latency_ms[N]`` for ``latency_bs<N>``; higher
+    validation accuracy for ``accuracy``, where the budget does not filter (the most accurate row, whatever it
+    loses). Ties go to the smaller artifact, then to the higher validation accuracy.
+
+    ``max_bytes`` leaves out every row that ships more. With ``accuracy`` that is the most accurate model under a
+    byte budget (:func:`quantization.frontier.most_accurate`); with another objective, fp32 stays the fallback only
+    if it fits, else the most accurate row that fits is recommended; with no row that fits, the smallest.
 
     Args:
         rows: Report rows (``method``, ``size_bytes``, ``latency_ms``, ``val_accuracy_delta``), fp32 among them.
         max_accuracy_drop: The budget, in accuracy points on the validation split.
-        objective: ``size`` (the artifact's bytes), ``memory`` (the bytes its loaded model holds), ``latency_bs1``
-            or ``latency_bs<N>`` for a measured batch size ``N``.
+        objective: ``size`` (the bytes that ship), ``memory`` (the bytes its loaded model holds), ``accuracy``,
+            ``latency_bs1`` or ``latency_bs<N>`` for a measured batch size ``N``.
+        max_bytes: The most bytes the recommended row may ship, or ``None``.
 
     Returns:
-        ``{method, objective, max_accuracy_drop, reason, runners_up: [{method, why_not}]}``, runners-up
-        ordered best first on the objective.
+        ``{method, objective, max_accuracy_drop, max_bytes, reason, runners_up: [{method, why_not}]}``,
+        runners-up ordered best first on the objective.
 
     >>> def row(method, size_bytes, ms, val):
     ...     return {"method": method, "size_bytes": size_bytes, "latency_ms": {"1": {"median": ms}},
@@ -106,6 +72,11 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
     -0.04 points on validation (budget 0.5).
     >>> print(recommend(rows, 0.01, "size")["reason"])
     fp32: every method loses more than 0.01 points on validation (closest: int8, -0.04).
+    >>> print(recommend(rows, 0.5, "accuracy", max_bytes=8_192)["reason"])  # doctest: +NORMALIZE_WHITESPACE
+    int4: the most accurate of the 1 rows that ship at most 8.0 KB (6.0 KB, 6.7x fewer than fp32),
+    -0.90 points on validation (budget 0.5: over it, and so is every row that fits).
+    >>> print(recommend(rows, 0.5, "latency_bs1", max_bytes=12_000)["runners_up"][1]["why_not"])
+    ships more than max_bytes (40.0 KB vs 11.7 KB)
     >>> rows = [r | {"memory_bytes": m} for r, m in zip(rows, (40_960, 40_960, 6_144))]
     >>> print(recommend(rows, 0.5, "memory")["reason"])  # doctest: +NORMALIZE_WHITESPACE
     fp32: 1 of 2 methods lose more than 0.5 points on validation and int8, the only one within budget,
@@ -116,19 +87,26 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
     -0.04 points on validation (budget 0.5).
     """
     budget = check_max_accuracy_drop(max_accuracy_drop)
+    max_bytes = check_max_bytes(max_bytes)
     baseline = _baseline(rows)
     batch_size = check_objective(objective, [int(n) for n in baseline.get("latency_ms", {})])
-    key = _BYTES[objective][0] if batch_size is None else None
     for row in rows:
         _check_val_delta(row)
-        if key is not None and not row.get(key):
-            raise ValueError(f"Expected row {row.get('method')!r} to have `{key}` for objective {objective!r}.")
+        if objective == "memory" and not row.get("memory_bytes"):
+            raise ValueError(f"Expected row {row.get('method')!r} to have `memory_bytes` for objective {objective!r}.")
 
     def value(row: Row) -> float:
-        return row[key] if key is not None else row["latency_ms"][str(batch_size)]["median"]
+        if objective == ACCURACY:
+            return -row["val_accuracy_delta"]
+        if batch_size is None:
+            return _bytes_of(row, objective)
+        return row["latency_ms"][str(batch_size)]["median"]
 
     def rank(row: Row) -> tuple[float, int, float]:
-        return value(row), row["size_bytes"], -row["val_accuracy_delta"]
+        return value(row), shipped(row), -row["val_accuracy_delta"]
+
+    def fits(row: Row) -> bool:
+        return max_bytes is None or shipped(row) <= max_bytes
 
     def beats_fp32(row: Row) -> bool:
         # Latency must win beyond timing noise: the row's p90 under fp32's median (a 10 us model at batch
@@ -139,23 +117,40 @@ def recommend(rows: Sequence[Row], max_accuracy_drop: float, objective: str) -> 
         return timing.get("p90", timing["median"]) < value(baseline)
 
     within = [row for row in rows if row is baseline or row["val_accuracy_delta"] >= -budget - SLACK_POINTS]
-    contenders = [row for row in within if row is not baseline and beats_fp32(row)]
-    chosen = min(contenders, key=rank) if contenders else baseline
-    if chosen is baseline:
-        reason = _fp32_reason(rows, within, baseline, budget, objective, batch_size, value)
-    else:
+    within = [row for row in within if fits(row)]
+    contenders = [row for row in within if row is not baseline and (beats_fp32(row) or not fits(baseline))]
+    if objective == ACCURACY or (not contenders and not fits(baseline)):
+        chosen, reason = most_accurate(rows, budget, max_bytes)
+    elif contenders:
+        chosen = min(contenders, key=rank)
         reason = _reason(chosen, baseline, budget, objective, batch_size)
+    else:
+        chosen = baseline
+        reason = _fp32_reason([r for r in rows if fits(r)], within, baseline, budget, objective, batch_size, value)
     others = sorted((row for row in rows if row is not chosen), key=rank)
     return {
         "method": chosen["method"],
         "objective": objective,
         "max_accuracy_drop": budget,
+        "max_bytes": max_bytes,
         "reason": reason,
         "runners_up": [
-            {"method": r["method"], "why_not": _why_not(r, chosen, budget, objective, batch_size, beats_fp32(r))}
+            {
+                "method": r["method"],
+                "why_not": (
+                    f"ships more than max_bytes ({human_bytes(shipped(r))} vs {human_bytes(max_bytes)})"
+                    if not fits(r)
+                    else _why_not(r, chosen, budget, objective, batch_size, beats_fp32(r))
+                ),
+            }
             for r in others
         ],
     }
+
+
+def _bytes_of(row: Row, objective: str) -> int:
+    """The bytes a byte objective compares: what ships for ``size``, what the loaded model holds for ``memory``."""
+    return shipped(row) if objective == "size" else row["memory_bytes"]
 
 
 def _baseline(rows: Sequence[Row]) -> Row:
@@ -175,15 +170,6 @@ def _check_val_delta(row: Row) -> None:
         )
 
 
-def _size(size_bytes: float) -> str:
-    """``900 B``, ``11.0 KB``, ``2.41 MB`` (binary units)."""
-    if size_bytes < 1024:
-        return f"{size_bytes:.0f} B"
-    if size_bytes < 1024**2:
-        return f"{size_bytes / 1024:.1f} KB"
-    return f"{size_bytes / 1024**2:.2f} MB"
-
-
 def _ms(ms: float) -> str:
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
 
@@ -201,16 +187,17 @@ def _speed(row: Row, baseline: Row, batch_size: int) -> str:
 
 def _reason(chosen: Row, baseline: Row, budget: float, objective: str, batch_size: int | None) -> str:
     accuracy = f"{chosen['val_accuracy_delta']:+.2f} points on validation (budget {budget:g})"
-    smaller = _times(baseline["size_bytes"] / chosen["size_bytes"], "smaller", "larger")
+    smaller = _times(shipped(baseline) / shipped(chosen), "smaller", "larger")
     if batch_size is None:
-        key, lower, higher = _BYTES[objective]
-        held = " held" if objective == "memory" else ""
-        sizes = f"({_size(chosen[key])} vs {_size(baseline[key])}{held})"
+        _, lower, higher = BYTES[objective]
+        held = " held" if objective == "memory" else " shipped" if "shipped_bytes" in chosen else ""
+        mine, theirs = _bytes_of(chosen, objective), _bytes_of(baseline, objective)
+        sizes = f"({human_bytes(mine)} vs {human_bytes(theirs)}{held})"
         first = min(baseline.get("latency_ms", {}), key=int, default=None)
         timed = first is not None and first in chosen.get("latency_ms", {})
         speed = f"{_speed(chosen, baseline, int(first))} at batch {first}" if timed else ""
         also = ", ".join(filter(None, [smaller if objective == "memory" else "", speed]))
-        better = _times(baseline[key] / chosen[key], lower, higher)
+        better = _times(theirs / mine, lower, higher)
         return f"{chosen['method']}: {better} than fp32 {sizes}{f' and {also}' if also else ''}, {accuracy}."
     key = str(batch_size)
     times = f"({_ms(chosen['latency_ms'][key]['median'])} vs {_ms(baseline['latency_ms'][key]['median'])} ms)"
@@ -233,7 +220,9 @@ def _fp32_reason(
         return "fp32: it is the only row measured."
     held = " held" if objective == "memory" else ""
     target = (
-        f"{_size(value(baseline))}{held}" if batch_size is None else f"{_ms(value(baseline))} ms at batch {batch_size}"
+        f"{human_bytes(value(baseline))}{held}"
+        if batch_size is None
+        else f"{_ms(value(baseline))} ms at batch {batch_size}"
     )
     better = {"size": "smaller", "memory": "lighter"}.get(objective, "clearly faster")  # p90 under fp32's median
     within_others = [row for row in within if row is not baseline]
@@ -254,13 +243,17 @@ def _why_not(
 ) -> str:
     """One clause: over budget, worse on the objective, or lost a tie (larger, then less accurate)."""
     delta = row["val_accuracy_delta"]
-    if delta < -budget - SLACK_POINTS:
+    if delta < -budget - SLACK_POINTS and objective != ACCURACY:
         return f"over budget by {-delta - budget:.2f} points ({delta:+.2f} on validation)"
-    if batch_size is None:
-        key, lower, higher = _BYTES[objective]
-        mine, theirs = row[key], chosen[key]
+    if objective == ACCURACY:
+        mine, theirs = -delta, -chosen["val_accuracy_delta"]
+        worse, equal = "less accurate", "as accurate"
+        figures = f"({delta:+.2f} vs {chosen['val_accuracy_delta']:+.2f} points on validation)"
+    elif batch_size is None:
+        _, lower, higher = BYTES[objective]
+        mine, theirs = _bytes_of(row, objective), _bytes_of(chosen, objective)
         worse, equal = _times(theirs / mine, lower, higher), "as small" if objective == "size" else "as light"
-        figures = f"({_size(mine)} vs {_size(theirs)})"
+        figures = f"({human_bytes(mine)} vs {human_bytes(theirs)})"
     else:
         key = str(batch_size)
         mine, theirs = row["latency_ms"][key]["median"], chosen["latency_ms"][key]["median"]
@@ -271,8 +264,8 @@ def _why_not(
         return f"faster by median ({_ms(mine)} ms) but its p90 ({_ms(p90)} ms) is not under fp32's median: noise"
     if mine != theirs:
         return f"{worse} {figures}"
-    if row["size_bytes"] != chosen["size_bytes"]:
-        return f"{equal}, larger ({_size(row['size_bytes'])} vs {_size(chosen['size_bytes'])})"
+    if shipped(row) != shipped(chosen):
+        return f"{equal}, larger ({human_bytes(shipped(row))} vs {human_bytes(shipped(chosen))})"
     if delta != chosen["val_accuracy_delta"]:
         return f"{equal} and as small, less accurate ({delta:+.2f} vs {chosen['val_accuracy_delta']:+.2f} points)"
     return f"tied with {chosen['method']} on every count, listed first"

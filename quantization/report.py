@@ -15,8 +15,10 @@ from typing import Any
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
+from quantization.frontier import frontier_figure, frontier_markdown, frontier_rows
 from quantization.int8_overflow import INT16_MAX
 from quantization.machine import describe, machine_info
+from quantization.objectives import human_bytes
 from storage.atomic import atomic_write
 
 Row = dict[str, Any]
@@ -61,21 +63,28 @@ def markdown_table(rows: Sequence[Row]) -> str:
 
 
 def report_markdown(rows: Sequence[Row], decision: Mapping[str, Any] | None = None) -> str:
-    """The table of :func:`markdown_table`, the machine it was measured on, and the decision (recommended
-    row, per-layer sensitivity, fallbacks) when there is one."""
+    """The table of :func:`markdown_table`, the machine it was measured on, the size-accuracy frontier (rows with
+    validation accuracy) and the decision (recommended row, per-layer sensitivity, fallbacks) when there is one."""
     text = markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
+    if _has_validation(rows):
+        text += "\n" + frontier_markdown(frontier_rows(rows)) + "\n"
     return text + (decision_markdown(decision) if decision else "")
+
+
+def _has_validation(rows: Sequence[Row]) -> bool:
+    return bool(rows) and all("val_accuracy_delta" in row for row in rows)
 
 
 def decision_markdown(decision: Mapping[str, Any]) -> str:
     """The recommendation with its reason and the runners-up, then one sensitivity table per ranked method."""
     rec = decision["recommendation"]
+    max_bytes = f", at most {human_bytes(rec['max_bytes'])} shipped" if rec.get("max_bytes") else ""
     lines = [
         "",
         f"## Recommended: {rec['method']}",
         "",
-        f"Objective `{rec['objective']}`, budget {rec['max_accuracy_drop']:g} points of validation accuracy. "
-        + rec["reason"],
+        f"Objective `{rec['objective']}`, budget {rec['max_accuracy_drop']:g} points of validation accuracy"
+        f"{max_bytes}. " + rec["reason"],
         "",
         *(f"- {r['method']}: {r['why_not']}" for r in rec["runners_up"]),
     ]
@@ -159,6 +168,9 @@ def _notes(row: Row) -> str:
         notes.append("int16 sums can saturate on AVX2 CPUs without VNNI")
     if row.get("dense_input"):
         notes.append(f"dense input: {row['dense_input']}")
+    if "pruned_terms" in row:
+        units = f", {row['hidden_units']} hidden units" if "hidden_units" in row else ""
+        notes.append(f"{row['pruned_terms']:,} of {row['vocabulary_terms']:,} terms{units}, fine-tuned")
     return "; ".join(notes)
 
 
@@ -168,6 +180,8 @@ def write_report(rows: Sequence[Row], folder: str | os.PathLike, decision: Mappi
     folder = Path(folder)
     atomic_write(folder / "report.md", ("# Quantization report\n\n" + report_markdown(rows, decision)).encode())
     report = {"machine": machine_info(), "methods": list(rows), **(decision or {})}
+    if _has_validation(rows):
+        report["frontier"] = frontier_rows(rows)
     return atomic_write(folder / "report.json", (json.dumps(report, indent=2) + "\n").encode())
 
 
@@ -216,6 +230,10 @@ def log_tensorboard(
             writer.add_scalar(f"quant/{row['method']}/{tag}", value, step)
     writer.add_text("quant/report", report_markdown(rows, decision), step)
     writer.add_figure("quant/comparison", report_figure(rows), step)
+    if _has_validation(rows):
+        table = frontier_rows(rows)
+        writer.add_text("quant/frontier", frontier_markdown(table), step)
+        writer.add_figure("quant/frontier", frontier_figure(table), step)
     if decision:
         rec = decision["recommendation"]
         writer.add_text("quant/recommendation", f"**{rec['method']}**: {rec['reason']}", step)
@@ -232,6 +250,7 @@ def log_tensorboard(
 
 def _scalars(row: Row) -> dict[str, float]:
     keys = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta", "agreement")
+    keys += ("shipped_bytes", "preprocessing_bytes")
     scalars = {key: float(row[key]) for key in keys if key in row}
     if "val_accuracy_delta" in row:
         scalars["val_accuracy_delta"] = float(row["val_accuracy_delta"])

@@ -21,7 +21,9 @@ from .features import Bag, TextFeaturizer
 from .images import ImageFeaturizer
 from .onnx_model import OnnxModel
 
-FORMAT, VERSION, VERSIONS = "quantlight-bundle", 2, (1, 2)  # version 1: dense-input artifacts only
+# Version 1: dense-input artifacts only; 2: term-bag artifacts; 3: compact preprocessing.json (a text vocabulary as
+# its terms in column order).
+FORMAT, VERSION, VERSIONS = "quantlight-bundle", 3, (1, 2, 3)
 MANIFEST, PREPROCESSING, CARD_JSON, CARD_MD = "bundle.json", "preprocessing.json", "model_card.json", "model_card.md"
 _CHUNK_ROWS = 1024  # inputs featurized and run at a time: bounds the (rows, width) blocks
 
@@ -173,7 +175,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
     if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:
         raise BundleError(
             f"Bundle {folder} is {manifest.get('format')!r} version {manifest.get('version')!r}; this Quantlight "
-            f"reads {FORMAT!r} version {' or '.join(map(str, VERSIONS))}. Write the bundle again with this version."
+            f"reads {FORMAT!r} version {', '.join(map(str, VERSIONS[:-1]))} or {VERSIONS[-1]}. Write the bundle again "
+            "with this version."
         )
     missing = [key for key in ("method", "artifact", "sha256", "classes", "input", "input_dim") if key not in manifest]
     if missing:

@@ -105,7 +105,8 @@ class TextFeaturizer:
     once to float32 as the datamodule's batches are. Per text, only its tokens are looked up.
 
     Args:
-        vocabulary: Term -> column index (the fitted ``vocabulary_``).
+        vocabulary: Term -> column index (the fitted ``vocabulary_``), or the terms in column order (a bundle's
+            compact form: the index is the position).
         idf: ``(input_dim,)`` inverse document frequencies (``idf_``), or ``None`` for counts.
         ngram_range: Smallest and largest word n-gram length.
         lowercase: Lowercase texts before tokenizing.
@@ -119,11 +120,13 @@ class TextFeaturizer:
         [[2.0, 1.0], [0.0, 0.0]]
         >>> featurize.bag(["Good good CAR!"]).ids.tolist(), featurize.bag(["Good good CAR!"]).weights.tolist()
         ([[0, 1]], [[2.0, 1.0]])
+        >>> TextFeaturizer(["good", "car"], idf=None, norm=None).vocabulary == featurize.vocabulary  # terms in order
+        True
     """
 
     def __init__(
         self,
-        vocabulary: Mapping[str, int],
+        vocabulary: Mapping[str, int] | Sequence[str],
         idf: Sequence[float] | np.ndarray | None,
         ngram_range: tuple[int, int] = (1, 1),
         lowercase: bool = True,
@@ -131,9 +134,14 @@ class TextFeaturizer:
         norm: str | None = "l2",
         token_pattern: str = TOKEN_PATTERN,
     ) -> None:
-        self.vocabulary = {str(term): int(index) for term, index in vocabulary.items()}
+        if isinstance(vocabulary, Mapping):
+            self.vocabulary = {str(term): int(index) for term, index in vocabulary.items()}
+        elif isinstance(vocabulary, Sequence) and not isinstance(vocabulary, str):
+            self.vocabulary = {str(term): index for index, term in enumerate(vocabulary)}
+        else:
+            raise ValueError(f"Expected `vocabulary` a term -> column mapping or a list of terms, got {vocabulary!r}.")
         self.input_dim = len(self.vocabulary)
-        if sorted(self.vocabulary.values()) != list(range(self.input_dim)):
+        if sorted(self.vocabulary.values()) != list(range(self.input_dim)) or self.input_dim != len(vocabulary):
             raise ValueError(f"Expected `vocabulary` to map terms to the columns 0..{self.input_dim - 1} once each.")
         self.idf = None if idf is None else np.asarray(idf, dtype=np.float64)
         if self.idf is not None and self.idf.shape != (self.input_dim,):

@@ -172,8 +172,9 @@ def test_bundle_predicts_what_its_artifact_predicts_from_raw_text(text_setup, me
         [MANIFEST, f"{method}{shipped}", "preprocessing.json", "model_card.json", "model_card.md"]
     )
     card = json.loads((folder / "model_card.json").read_text())
-    shipped_bytes = (folder / f"{method}{shipped}").stat().st_size
-    assert card["method"] == method and card["accuracy"] == 0.5 and card["shipped_bytes"] == shipped_bytes
+    artifact_bytes = (folder / f"{method}{shipped}").stat().st_size
+    assert card["method"] == method and card["accuracy"] == 0.5 and card["artifact_bytes"] == artifact_bytes
+    assert card["shipped_bytes"] == artifact_bytes + (folder / "preprocessing.json").stat().st_size
     assert "| accuracy | 0.5 |" in (folder / "model_card.md").read_text()
 
 
@@ -189,6 +190,23 @@ def test_bundle_loads_without_lightning_or_scikit_learn(text_setup, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [str(load_bundle(folder).predict(texts)), "[]"]
+
+
+def test_preprocessing_ships_compact_and_a_version_2_bundle_still_loads(text_setup, tmp_path):
+    dm, net, data = text_setup
+    folder = write_bundle(tmp_path / "b", quantize(net, "onnx_static_int8", data), None, dm.preprocessing(), dm.classes)
+    shipped = (folder / "preprocessing.json").read_text(encoding="utf-8")
+    vocabulary = dm.preprocessing()["vectorizer"]["vocabulary"]
+    assert "\n" not in shipped.rstrip("\n") and ": " not in shipped  # compact: one line, no spaces after separators
+    assert json.loads(shipped)["vectorizer"]["vocabulary"] == sorted(vocabulary, key=vocabulary.get)  # column order
+    texts = [*dm.split_rows("test").texts, "", "words it never saw"]
+    labels = load_bundle(folder).predict(texts)
+    # What version 2 wrote: the vocabulary as a term -> column mapping, indented; it reads the same.
+    (folder / "preprocessing.json").write_text(json.dumps(dm.preprocessing(), indent=1), encoding="utf-8")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"version": 2}), encoding="utf-8")
+    assert load_bundle(folder).predict(texts) == labels
+    assert len(shipped.encode()) < 0.8 * (folder / "preprocessing.json").stat().st_size
 
 
 def test_rewriting_a_bundle_replaces_its_artifact(text_setup, tmp_path):
@@ -346,7 +364,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1 or 2\. Write the bundle again",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1, 2 or 3\. Write the bundle again",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,9 +62,15 @@ def test_ddp_two_cpu_processes(mnist_root: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_text(tmp_path: Path):
     corpus = write_text_corpus(tmp_path / "corpus.csv", n=160)
-    proc = run_ddp([*text_args(corpus, tmp_path, "--trainer.max_epochs", "2"), *QUANT_ARGS])
-    assert (proc.stdout + proc.stderr).count("Quantization report (2 methods") == 1
+    prune = "--trainer.callbacks.prune={sizes: [{terms: 12, hidden: 8}], epochs: 2, methods: [fp32]}"
+    proc = run_ddp([*text_args(corpus, tmp_path, "--trainer.max_epochs", "2"), *QUANT_ARGS, prune])
+    output = proc.stdout + proc.stderr
+    assert output.count("Quantization report (3 methods") == 1  # the pruned model fine-tuned once, on rank zero
+    assert output.count("Vocabulary pruning to 12 terms and 8 units") == 1
     checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1 and "TextDataModule" in checkpoint
-    rows = (tmp_path / "text_mlp" / "version_0" / "quantization" / "report.json").read_text()
-    assert '"method": "dynamic_int8"' in rows
+    run = tmp_path / "text_mlp" / "version_0"
+    rows = [row["method"] for row in json.loads((run / "quantization" / "report.json").read_text())["methods"]]
+    assert rows == ["fp32", "dynamic_int8", "fp32+prune12x8"]
+    (folder,) = (run / "prune" / "prune12x8").iterdir()  # the whole training split, one process: epoch 1 of 2 done
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1

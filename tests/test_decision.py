@@ -104,13 +104,14 @@ def test_no_budget_no_decision(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"objective": "latency_bs64"}, r"size, memory or latency_bs<N>, N a measured batch size \(1, 256\)"),
-        ({"objective": "speed"}, r"`objective` to be size, memory, latency_bs1 or latency_bs<N>"),
+        ({"objective": "latency_bs64"}, r"size, memory, accuracy or latency_bs<N>, N a measured batch size \(1, 256\)"),
+        ({"objective": "speed"}, r"`objective` to be size, memory, accuracy, latency_bs1 or latency_bs<N>"),
+        ({"max_bytes": 0}, r"`max_bytes` an integer number of bytes >= 1 \(e.g. 460800 for 450 KB\) or null, got 0"),
         ({"max_accuracy_drop": -0.5}, r"max_accuracy_drop"),
         ({"methods": ["fp16"], "sensitivity": ["int2_weight_only"]}, r"`sensitivity` among .* \(fp16\), got 'int2_"),
         ({"sensitivity": ["fp32"]}, r"Expected `sensitivity` among the configured quantization methods .*got 'fp32'"),
     ],
-    ids=["unmeasured-batch", "unknown", "negative", "not-configured", "fp32"],
+    ids=["unmeasured-batch", "unknown", "max-bytes", "negative", "not-configured", "fp32"],
 )
 def test_budget_and_objective_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -165,7 +166,7 @@ def test_quantize_takes_its_own_budget_and_objective(mnist_root, tmp_path, capsy
     assert report["recommendation"]["objective"] == "size" and report["recommendation"]["method"] == "fp16"
     err = cli_error(capsys, "quantize", *args, "--ckpt_path", best, "--objective", "latency_bs64")
     assert err.splitlines()[-1] == (
-        "error: Expected `objective` to be size, memory or latency_bs<N>, N a measured batch size (1), "
+        "error: Expected `objective` to be size, memory, accuracy or latency_bs<N>, N a measured batch size (1), "
         "got 'latency_bs64'."
     )
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from quantization import QuantizationData
+from quantization.frontier import frontier_rows, on_frontier
 from quantization.measure import MeasureSettings, measure_methods
 from quantization.recommend import check_max_accuracy_drop, check_objective, recommend
 
@@ -140,7 +141,7 @@ def test_max_accuracy_drop_is_validated(value, match):
 @pytest.mark.parametrize(
     ("objective", "batch_sizes", "match"),
     [
-        ("speed", None, r"Expected `objective` to be size, memory, latency_bs1 or latency_bs<N> .*got 'speed'\."),
+        ("speed", None, r"to be size, memory, accuracy, latency_bs1 or latency_bs<N> .*got 'speed'\."),
         ("latency_bs0", None, r"got 'latency_bs0'\."),
         ("latency_bs01", None, r"got 'latency_bs01'\."),
         (1, None, r"got 1\."),
@@ -201,3 +202,74 @@ def test_a_noisy_runner_up_is_named_as_noise_even_when_another_row_wins():
     assert result["method"] == "b"
     why = {r["method"]: r["why_not"] for r in result["runners_up"]}
     assert why["a"] == "faster by median (0.050 ms) but its p90 (0.120 ms) is not under fp32's median: noise"
+
+
+# A pruned row ships its own, smaller vocabulary: what ships is the artifact and its preprocessing.
+SHIPPED = [
+    r | {"shipped_bytes": r["size_bytes"] + 100_000, "preprocessing_bytes": 100_000}
+    for r in ROWS
+    if r["method"] in ("fp32", "onnx_static_int8", "onnx_int4")
+] + [
+    row("onnx_int4+prune2000x32", 40_000, 0.060, 1.0, -0.45) | {"shipped_bytes": 90_000, "preprocessing_bytes": 50_000},
+    row("onnx_int4+prune1000x32", 20_000, 0.050, 0.9, -1.20) | {"shipped_bytes": 45_000, "preprocessing_bytes": 25_000},
+]
+
+
+def test_size_counts_the_bytes_that_ship():
+    # onnx_int4's artifact (60 KB) is smaller than onnx_static_int8's, but the pruned row ships fewer bytes in all.
+    result = recommend(SHIPPED, 0.5, "size")
+    assert result["method"] == "onnx_int4+prune2000x32"
+    assert result["reason"].startswith("onnx_int4+prune2000x32: 5.7x smaller than fp32 (87.9 KB vs 497.7 KB shipped)")
+
+
+def test_the_most_accurate_row_under_max_bytes():
+    result = recommend(SHIPPED, 0.5, "accuracy", max_bytes=160_000)
+    assert result["method"] == "onnx_int4"  # the most accurate of the three that fit, fp32 does not
+    assert result["reason"] == (
+        "onnx_int4: the most accurate of the 3 rows that ship at most 156.2 KB (156.2 KB, 3.2x fewer than fp32), "
+        "-0.35 points on validation (budget 0.5)."
+    )
+    why_not = {r["method"]: r["why_not"] for r in result["runners_up"]}
+    assert why_not["fp32"] == "ships more than max_bytes (497.7 KB vs 156.2 KB)"
+    assert why_not["onnx_int4+prune2000x32"] == "less accurate (-0.45 vs -0.35 points on validation)"
+    assert result["max_bytes"] == 160_000 and result["objective"] == "accuracy"
+    # Tighter: only the 1,000-term row fits; it is over the accuracy budget, and the sentence says so.
+    tight = recommend(SHIPPED, 0.5, "accuracy", max_bytes=50_000)
+    assert tight["method"] == "onnx_int4+prune1000x32" and "over it, and so is every row that fits" in tight["reason"]
+    nothing = recommend(SHIPPED, 0.5, "accuracy", max_bytes=1_000)
+    assert nothing["method"] == "onnx_int4+prune1000x32" and "no row ships at most 1000 B; the smallest" in (
+        nothing["reason"])  # fmt: skip
+    assert recommend(SHIPPED, 0.5, "accuracy")["method"] == "fp32"  # no byte budget: the most accurate of all
+
+
+def test_max_bytes_with_another_objective_keeps_its_rule_among_the_rows_that_fit():
+    # The fastest within budget that fits; fp32 does not fit, so it is no fallback and need not be beaten.
+    assert recommend(SHIPPED, 0.5, "latency_bs1", max_bytes=160_000)["method"] == "onnx_int4+prune2000x32"
+    assert recommend(SHIPPED, 0.5, "latency_bs1", max_bytes=600_000)["method"] == "onnx_int4+prune2000x32"
+    # Nothing within the accuracy budget fits: the most accurate row that does.
+    result = recommend(SHIPPED, 0.5, "latency_bs256", max_bytes=50_000)
+    assert result["method"] == "onnx_int4+prune1000x32" and "the most accurate of the 1 rows" in result["reason"]
+
+
+def test_frontier_flags_the_rows_no_other_row_beats_on_bytes_and_accuracy():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        rows = [
+            {"method": f"m{i}", "size_bytes": int(b), "val_accuracy_delta": float(d), "accuracy_delta": 0.0}
+            for i, (b, d) in enumerate(zip(torch.randint(1, 8, (9,), generator=generator).tolist(),
+                                           (torch.randint(-6, 1, (9,), generator=generator) / 2).tolist(), strict=True))
+        ]  # fmt: skip
+        flags = on_frontier(rows)
+        for flag, r in zip(flags, rows, strict=True):  # brute force: dominated by another row, or a repeat of one
+            dominated = any(
+                o["size_bytes"] <= r["size_bytes"] and o["val_accuracy_delta"] >= r["val_accuracy_delta"]
+                and (o["size_bytes"], o["val_accuracy_delta"]) != (r["size_bytes"], r["val_accuracy_delta"])
+                for o in rows
+            )  # fmt: skip
+            repeat = any((o["size_bytes"], o["val_accuracy_delta"]) == (r["size_bytes"], r["val_accuracy_delta"])
+                         for o in rows[: rows.index(r)])  # fmt: skip
+            assert flag == (not dominated and not repeat)
+    table = frontier_rows([r | {"accuracy_delta": r["val_accuracy_delta"]} for r in SHIPPED])
+    assert [r["method"] for r in table if r["on_frontier"]] == [
+        "onnx_int4+prune1000x32", "onnx_int4+prune2000x32", "onnx_int4", "onnx_static_int8", "fp32"]  # fmt: skip
+    assert table[0]["artifact_bytes"] == 20_000 and table[-1]["shipped_bytes"] == 509_600
