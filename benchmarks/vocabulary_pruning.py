@@ -210,6 +210,7 @@ def run_corpus(name: str, args: argparse.Namespace) -> None:
                 rules["units"].append(report(cli, rerun))
             if not args.no_fasttext:
                 ftz.append(fasttext_zip(cli, folder, args.quick))
+            cli.trainer.logger.finalize("success")  # the reports reopened its event writer: closed before cleanup
     print_corpus(title, name, args, rows_by_seed, chosen, checks, ftz, rules, fit_s)
 
 
