@@ -21,7 +21,7 @@ test: $(STAMP)  ## lint, then the whole test suite (extra pytest flags in ARGS)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-BENCHMARKS := $(filter-out benchmarks/timing.py,$(wildcard benchmarks/*.py))
+BENCHMARKS := $(filter-out benchmarks/timing.py benchmarks/corpora.py benchmarks/fasttext_baseline.py,$(wildcard benchmarks/*.py))  # scripts, not their shared modules
 
 bench: $(STAMP)  ## every benchmark script, printing figures and ratios (ARGS=--quick: each on tiny settings); fastText from the bench extra
 	$(PY) -m pip install -q -c $(LOCK) ".[bench]"
