@@ -123,14 +123,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--config", default="configs/text_mlp.yaml", help="the recipe (its max_features is the case's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="2,000 and 8,000 documents, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="2,000 and 8,000 documents, the first --terms, 1 epoch")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.config, args.worker, args.terms[0], args.epochs, args.ngram_range, args.threads)))
         return
     if args.quick:
-        args.docs, args.epochs = [2_000, 8_000], 1
+        args.docs, args.terms, args.epochs = [2_000, 8_000], args.terms[:1], 1
     docs, results = sorted(args.docs), {}
     with tempfile.TemporaryDirectory() as folder:
         for n in docs:

@@ -258,7 +258,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["onnx_static_int8", "onnx_dynamic_int8", "onnx_int4"])
     parser.add_argument("--texts", type=int, default=512, help="test texts timed per round")
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (the median is shown)")
-    parser.add_argument("--quick", action="store_true", help="one epoch each, one method, 64 texts, 3 rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="the first corpus, one epoch each, one method, 64 texts, 3 rounds"
+    )
     args = parser.parse_args()
     try:
         import fasttext  # noqa: F401
@@ -268,7 +270,7 @@ def main() -> None:
     if missing:
         parser.error(f"{missing[0]} not found: set QUANTLIGHT_MIRROR to the offline data mirror.")
     if args.quick:
-        args.methods, args.texts, args.rounds = args.methods[:1], 64, 3
+        args.corpora, args.methods, args.texts, args.rounds = args.corpora[:1], args.methods[:1], 64, 3
     torch.set_num_threads(1)
     print(f"Measured on: {describe(machine_info())}")
     for name in args.corpora:
