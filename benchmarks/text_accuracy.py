@@ -1,7 +1,7 @@
 """Test accuracy of the text recipes against a C-tuned LogisticRegression and fastText, on the same splits.
 
     python benchmarks/text_accuracy.py                                 # 3 settings x 3 seeds, ~30 min on 2 busy cores
-    python benchmarks/text_accuracy.py --quick                         # the same table: the first setting, 1 seed, 1,500 texts
+    python benchmarks/text_accuracy.py --quick                         # the first setting, 1 seed, 1,500 texts
     python benchmarks/text_accuracy.py --settings debian --seeds 1     # one setting, one seed
     python benchmarks/text_accuracy.py --corpus my.csv --classes a,b   # your own corpus (all labels without --classes)
     python benchmarks/text_accuracy.py --recipe my_recipe.yaml --others none     # a candidate alone
