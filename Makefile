@@ -14,9 +14,9 @@ ARGS   ?=
 fit: $(STAMP)  ## train CONFIG (default: MNIST logistic regression); extra CLI flags in ARGS
 	$(PY) cli.py fit -c $(CONFIG) $(ARGS)
 
-test: $(STAMP)  ## lint, then the whole test suite (extra pytest flags in ARGS)
+test: $(STAMP)  ## lint, then the whole test suite, a process per core, a test file to each (extra pytest flags in ARGS)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny, real-format data written to tmp_path, and the offline mirror."""
+"""Shared fixtures: tiny, real-format data written to tmp_path, and the offline mirror; the README commands' table
+in the run's summary."""
 
 from __future__ import annotations
 
@@ -37,3 +38,24 @@ def text_corpus(tmp_path: Path) -> Path:
 def imdb_root(tmp_path: Path) -> Path:
     """A tiny aclImdb tree (12 reviews per split and label) under tmp_path/imdb."""
     return write_imdb_tree(tmp_path / "imdb")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The table of README commands (tests/test_readme.py): exit code and seconds in a terminal and piped, one line
+    each, from the properties its tests recorded (they reach the summary from xdist workers too)."""
+    found: dict[int, dict[str, tuple]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "readme_command" and getattr(report, "when", "") == "call":
+                    index, mode, *figures = value
+                    found.setdefault(index, {})[mode] = tuple(figures)
+    if not found:
+        return
+    terminalreporter.write_line("README commands: exit code in a terminal / piped, seconds in a terminal / piped")
+    for index in sorted(found):
+        modes = [found[index].get(mode) for mode in ("terminal", "piped")]
+        codes = " / ".join("-" if m is None else str(m[0]) for m in modes)
+        seconds = " / ".join("-" if m is None else str(m[1]) for m in modes)
+        number, shown = next(m for m in modes if m is not None)[2:]
+        terminalreporter.write_line(f"  {codes:>7}  {seconds:>9} s  README:{number}  {shown}")

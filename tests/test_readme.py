@@ -8,7 +8,7 @@ download (MNIST) or read by default (``data/corpus.csv``: the tweets), and ``tex
 Commands run in a shell where ``.venv`` is active, as README asks (``source .venv/bin/activate``), so ``python``
 is the environment's whatever the caller's ``PATH`` holds. The only changes to a command are appended overrides
 that cap its epochs (``tests/readme_commands.py``), or the quick run its README comment names. The two runs go
-side by side; the table of commands and exit codes is printed whatever the outcome.
+side by side; the table of commands and exit codes ends the run's summary whatever the outcome.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.readme_commands import readme_commands
 
 COMMANDS = readme_commands(REPO / "README.md")
 MODES = ("terminal", "piped")
+README_COMMAND = "readme_command"  # each result's property, which the run's summary tabulates (tests/conftest.py)
 _TIMEOUT_S = 900  # one command; the longest (a text fit with its report) takes about a minute
 
 
@@ -116,28 +117,21 @@ def run_all(mode: str, root: Path, mirror: Path) -> list[Result]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, request) -> dict[str, list[Result]]:
+def results(tmp_path_factory) -> dict[str, list[Result]]:
     mirror = mirror_path()
     with ThreadPoolExecutor(len(MODES)) as pool:
         runs = {mode: pool.submit(run_all, mode, tmp_path_factory.mktemp(mode), mirror) for mode in MODES}
-        done = {mode: run.result() for mode, run in runs.items()}
-    lines = ["", "README commands: exit code in a terminal / piped, seconds in a terminal / piped"]
-    for i, command in enumerate(COMMANDS):
-        codes = " / ".join(str(done[mode][i].returncode) for mode in MODES)
-        seconds = " / ".join(f"{done[mode][i].seconds:.0f}" for mode in MODES)
-        shown = command.line if command.quick is None else f"{command.line}  [quick run: {command.quick}]"
-        lines.append(f"  {codes:>7}  {seconds:>9} s  README:{command.number}  {shown}")
-    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        print("\n".join(lines), flush=True)  # shown whatever the outcome, with or without -s
-    return done
+        return {mode: run.result() for mode, run in runs.items()}
 
 
 @pytest.mark.slow
 @pytest.mark.real_data
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[f"README:{c.number}" for c in COMMANDS])
-def test_readme_command_exits_zero(results: dict[str, list[Result]], mode: str, index: int):
+def test_readme_command_exits_zero(results: dict[str, list[Result]], mode: str, index: int, record_property):
     command, result = COMMANDS[index], results[mode][index]
+    shown = command.line if command.quick is None else f"{command.line}  [quick run: {command.quick}]"
+    record_property(README_COMMAND, (index, mode, result.returncode, round(result.seconds), command.number, shown))
     tail = result.output[-3000:]
     assert result.returncode == 0, f"{command.to_run()}\n{tail}"
     assert "Traceback" not in result.output, f"{command.to_run()}\n{tail}"
