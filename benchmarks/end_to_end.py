@@ -17,7 +17,6 @@ calibrates). Per example, median and p90 over batches of distinct test tweets
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
+from benchmarks.corpora import MIRROR
 from benchmarks.timing import fit_checkpoint
 from callbacks.post_training_quantization import training_inputs
 from datamodules.text import TextDataModule
@@ -40,7 +40,15 @@ from quantization.machine import describe, machine_info
 from storage.checkpoints import load_net_weights, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-TWEETS = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data")) / "sentiment-tweets" / "tweets.csv"
+TWEETS = MIRROR / "sentiment-tweets" / "tweets.csv"
+
+
+def train_tweets(folder: str, quick: bool, corpus: str | None = None) -> Path:
+    """The tweets recipe's best checkpoint, trained as a user runs it (the report left out; one epoch if
+    ``quick``) into ``folder``, on ``corpus`` (default: the mirror's tweets)."""
+    overrides = ["--data.init_args.path", corpus or str(TWEETS), "--data.init_args.classes", "[negative,positive]"]
+    overrides += ["--trainer.enable_progress_bar", "false", *(["--trainer.max_epochs", "1"] if quick else [])]
+    return fit_checkpoint("configs/text_mlp.yaml", folder, *overrides)
 
 
 class CheckpointPipeline:
@@ -96,9 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bundles-") as scratch:
         if not args.ckpt.is_file():  # train the tweets recipe now (one epoch with --quick)
             print(f"{args.ckpt} not found: training configs/text_mlp.yaml on {args.corpus or TWEETS} first")
-            overrides = ["--data.init_args.path", args.corpus or str(TWEETS), "--data.init_args.classes",
-                         "[negative,positive]", *(["--trainer.max_epochs", "1"] if args.quick else [])]  # fmt: skip
-            args.ckpt = fit_checkpoint("configs/text_mlp.yaml", scratch, *overrides)
+            args.ckpt = train_tweets(scratch, args.quick, args.corpus)
         run(args, args.out or Path(scratch))
 
 

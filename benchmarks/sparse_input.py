@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,28 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
-from benchmarks.end_to_end import load_text_run
-from callbacks import PostTrainingQuantization
+from benchmarks.end_to_end import TWEETS, load_text_run, train_tweets
 from callbacks.post_training_quantization import training_inputs
-from cli import QuantlightCLI
 from quantization import METHODS, QuantizationData, quantize
 from quantization.machine import describe, machine_info
 from quantization.measure import first_rows, latency_inputs, predict, time_calls
 from quantization.memory import held_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-TWEETS = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data")) / "sentiment-tweets" / "tweets.csv"
-
-
-def train_tweets(folder: str, quick: bool) -> Path:
-    """The tweets recipe's best checkpoint, trained as a user runs it (the report left out)."""
-    args = ["-c", str(REPO / "configs/text_mlp.yaml"), "--data.init_args.path", str(TWEETS)]
-    args += ["--data.init_args.classes", "[negative,positive]", "--trainer.logger.init_args.save_dir", folder]
-    args += ["--trainer.enable_progress_bar", "false", *(["--trainer.max_epochs", "1"] if quick else [])]
-    cli = QuantlightCLI(args=args, run=False)
-    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
 
 
 def main() -> None:

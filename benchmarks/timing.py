@@ -79,7 +79,7 @@ def fit_run(config: str, *overrides: str) -> FitTiming:
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as out:
         start = time.time()
-        cli = _fit(config, out, overrides, timer)  # the CLI reads the corpus and fits the vectorizer: timed too
+        cli = fit_cli(config, out, *overrides, timer=timer)  # reading the corpus, fitting the vectorizer: timed too
         fit_s = time.time() - start
         best_path = cli.trainer.checkpoint_callback.best_model_path
         to_best_s = os.path.getmtime(best_path) - start
@@ -91,10 +91,10 @@ def fit_run(config: str, *overrides: str) -> FitTiming:
 def fit_checkpoint(config: str, out: str, *overrides: str) -> Path:
     """Train ``config`` as a user runs it, the quantization report left out (it runs after training), into
     ``out``; its best checkpoint."""
-    return Path(_fit(config, out, overrides).trainer.checkpoint_callback.best_model_path)
+    return Path(fit_cli(config, out, *overrides).trainer.checkpoint_callback.best_model_path)
 
 
-def _fit(config: str, out: str, overrides: tuple[str, ...], timer: EpochTimer | None = None) -> QuantlightCLI:
+def fit_cli(config: str, out: str, *overrides: str, timer: EpochTimer | None = None) -> QuantlightCLI:
     """``fit`` of ``config`` (relative to the repository) with its logger in ``out``, without the quantization
     report; ``timer`` times its epochs. The CLI, its trainer fitted."""
     config = str(Path(__file__).resolve().parents[1] / config)

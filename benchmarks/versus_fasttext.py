@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
+from benchmarks.corpora import MIRROR
+from benchmarks.timing import fit_cli
 from callbacks import PostTrainingQuantization
 from callbacks.post_training_quantization import report_root, training_inputs
 from cli import QuantlightCLI
@@ -42,7 +43,6 @@ from quantization.onnx_runtime import OrtRunner
 from runtime import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("QUANTLIGHT_MIRROR", REPO.parent / "shared" / "data"))
 CORPORA = {  # name -> (file in the mirror, classes kept, title)
     "tweets": ("sentiment-tweets/tweets.csv", "[negative,positive]", "tweets, negative vs positive"),
     "debian": ("debian-packages/descriptions.csv", None, "Debian package descriptions, 14 sections"),
@@ -97,14 +97,10 @@ def train_fasttext(train, val, folder: Path, epochs: list[int]) -> dict:
 
 def fit_quantlight(corpus: Path, classes: str | None, folder: Path, epochs: int | None) -> QuantlightCLI:
     """``configs/text_mlp.yaml`` on the corpus, trained as a user runs it (the report left out): the CLI object."""
-    args = ["-c", str(REPO / "configs/text_mlp.yaml"), "--data.init_args.path", str(corpus)]
-    args += ["--trainer.logger.init_args.save_dir", str(folder), "--trainer.enable_progress_bar", "false"]
+    args = ["--data.init_args.path", str(corpus), "--trainer.enable_progress_bar", "false"]
     args += ["--data.init_args.classes", classes] if classes else []
     args += ["--trainer.max_epochs", str(epochs)] if epochs else []
-    cli = QuantlightCLI(args=args, run=False)
-    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli
+    return fit_cli("configs/text_mlp.yaml", str(folder), *args)
 
 
 def per_text_us(pipelines: dict, texts: list[str], rounds: int) -> dict[str, list[float]]:

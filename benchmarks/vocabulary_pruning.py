@@ -34,7 +34,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
-from benchmarks.versus_fasttext import CORPORA, MIRROR, REPO, fasttext_line, train_fasttext
+from benchmarks.corpora import MIRROR
+from benchmarks.timing import fit_cli
+from benchmarks.versus_fasttext import CORPORA, REPO, fasttext_line, train_fasttext
 from callbacks import PostTrainingQuantization
 from callbacks.post_training_quantization import load_net, report_root, test_batches
 from callbacks.vocabulary_pruning import PruneSettings
@@ -59,15 +61,11 @@ FTZ = [(100_000, 2), (5_000, 2), (2_000, 4), (1_000, 8)]
 
 def fit(corpus: Path, classes: str | None, seed: int, folder: Path, args: argparse.Namespace) -> QuantlightCLI:
     """``configs/text_mlp.yaml`` on the corpus with ``seed``, trained as a user runs it, the report left for later."""
-    cli_args = ["-c", str(REPO / "configs/text_mlp.yaml"), "--data.init_args.path", str(corpus)]
-    cli_args += ["--trainer.logger.init_args.save_dir", str(folder), "--trainer.enable_progress_bar", "false"]
+    cli_args = ["--data.init_args.path", str(corpus), "--trainer.enable_progress_bar", "false"]
     cli_args += ["--seed_everything", str(seed), "--data.init_args.seed", str(seed)]
     cli_args += ["--data.init_args.classes", classes] if classes else []
     cli_args += ["--trainer.max_epochs", "1"] if args.quick else []
-    cli = QuantlightCLI(args=cli_args, run=False)
-    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, PostTrainingQuantization)]
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli
+    return fit_cli("configs/text_mlp.yaml", str(folder), *cli_args)
 
 
 def report(cli: QuantlightCLI, callback: PostTrainingQuantization) -> list[dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_digits, mirror_path, write_idx, write_imdb_tree, write_text_corpus
+from tests.readme_commands import MODES, README_COMMAND
 
 
 @pytest.fixture
@@ -47,14 +48,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for reports in terminalreporter.stats.values():
         for report in reports:
             for name, value in getattr(report, "user_properties", ()):
-                if name == "readme_command" and getattr(report, "when", "") == "call":
+                if name == README_COMMAND and getattr(report, "when", "") == "call":
                     index, mode, *figures = value
                     found.setdefault(index, {})[mode] = tuple(figures)
     if not found:
         return
     terminalreporter.write_line("README commands: exit code in a terminal / piped, seconds in a terminal / piped")
     for index in sorted(found):
-        modes = [found[index].get(mode) for mode in ("terminal", "piped")]
+        modes = [found[index].get(mode) for mode in MODES]
         codes = " / ".join("-" if m is None else str(m[0]) for m in modes)
         seconds = " / ".join("-" if m is None else str(m[1]) for m in modes)
         number, shown = next(m for m in modes if m is not None)[2:]

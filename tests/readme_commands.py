@@ -20,6 +20,8 @@ import yaml
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _SHELL_BLOCKS = ("", "bash", "sh", "shell", "console")
 _QUICK = re.compile(r"quick run[^:`]*: `([^`]+)`")
+MODES = ("terminal", "piped")  # how tests/test_readme.py runs each command
+README_COMMAND = "readme_command"  # each run's recorded property, which the run's summary tabulates (tests/conftest.py)
 _DOCUMENTED = ("python cli.py ", "make ")
 FIT_EPOCHS, RESUME_EPOCHS, QAT_EPOCHS = 1, 2, 1
 

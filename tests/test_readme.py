@@ -26,11 +26,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, mirror_path
-from tests.readme_commands import readme_commands
+from tests.readme_commands import MODES, README_COMMAND, readme_commands
 
 COMMANDS = readme_commands(REPO / "README.md")
-MODES = ("terminal", "piped")
-README_COMMAND = "readme_command"  # each result's property, which the run's summary tabulates (tests/conftest.py)
 _TIMEOUT_S = 900  # one command; the longest (a text fit with its report) takes about a minute
 
 
