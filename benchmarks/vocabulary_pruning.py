@@ -39,7 +39,7 @@ from benchmarks.timing import fit_cli
 from benchmarks.versus_fasttext import CORPORA, REPO, fasttext_line, train_fasttext
 from callbacks import PostTrainingQuantization
 from callbacks.post_training_quantization import load_net, report_root, test_batches
-from callbacks.vocabulary_pruning import PruneSettings
+from callbacks.prune_settings import PruneSettings
 from cli import QuantlightCLI
 from quantization import METHODS
 from quantization.bundle import write_bundle

@@ -24,8 +24,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.best_checkpoint import best_checkpoint
 from callbacks.deployment import deployable, ship
+from callbacks.prune_settings import PruneSettings
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
-from callbacks.vocabulary_pruning import PruneSettings, check_prunable, prunable, pruned_candidates
+from callbacks.vocabulary_pruning import check_prunable, prunable, pruned_candidates
 from errors import ConfigError, DataError
 from quantization import BASELINE, METHODS, QuantizationData, check_methods, check_quantizable, default_methods
 from quantization.decision import Budget
@@ -68,7 +69,7 @@ class PostTrainingQuantization(Callback):
             ``460800`` for 450 KB: with the default objective, the most accurate row that fits.
         prune: Text runs only: smaller models that keep the vocabulary's most important terms (and fewer hidden
             units), each fine-tuned briefly and measured with ``prune.methods`` as rows
-            ``<method>+prune<terms>x<units>`` (``callbacks.vocabulary_pruning.PruneSettings``), e.g.
+            ``<method>+prune<terms>x<units>`` (``callbacks.prune_settings.PruneSettings``), e.g.
             ``{sizes: [{terms: 2000, hidden: 32}], methods: [onnx_int4], epochs: 4}``; ``None``: none.
     """
 

@@ -15,7 +15,6 @@ import inspect
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from callbacks.fine_tuning import FineTuneSettings, digest_folder, fine_tune, seed_from
+from callbacks.fine_tuning import digest_folder, fine_tune, seed_from
+from callbacks.prune_settings import PruneSettings, PruneSize
 from errors import ConfigError
-from quantization import METHODS, QuantizationData, check_methods
+from quantization import METHODS, QuantizationData
 from quantization.measure import Batch, Candidate, RowInputs
 from quantization.pruning import (
-    IMPORTANCE,
     featurized_batches,
     first_layer,
     hidden_layer,
@@ -43,86 +42,6 @@ from quantization.pruning import (
     unit_importance,
 )
 from storage.checkpoints import load_net_weights
-
-_KEYS = ("sizes", "methods", "importance", "epochs", "lr_scale")
-
-
-@dataclass(frozen=True)
-class PruneSize:
-    """One pruned model: the terms of the vocabulary it keeps, and the units of the first hidden layer.
-
-    Args:
-        terms: Vocabulary terms (first-layer columns) kept, the most important first.
-        hidden: Units of the first hidden layer kept; ``None`` keeps them all (as does a model without one).
-    """
-
-    terms: int
-    hidden: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.terms, bool) or not isinstance(self.terms, int) or self.terms < 1:
-            raise ValueError(f"Expected `prune.sizes[].terms` an integer >= 1, got {self.terms!r}.")
-        if self.hidden is not None and (
-            isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1
-        ):
-            raise ValueError(f"Expected `prune.sizes[].hidden` an integer >= 1 or null, got {self.hidden!r}.")
-
-
-@dataclass(frozen=True)
-class PruneSettings(FineTuneSettings):
-    """Which pruned models a text run's report measures, and how each is chosen and fine-tuned.
-
-    Args:
-        sizes: One pruned model per entry (:class:`PruneSize`); an entry that keeps the whole vocabulary is skipped.
-        methods: Each pruned model is quantized with these (``fp32`` too when named) and measured as its own row.
-        importance: How the kept terms are chosen (``quantization.pruning.input_importance``): ``weight`` (the
-            norm of the term's first-layer weights; measured best after fine-tuning here, see the README),
-            ``weight_x_input``, ``weight_x_rms_input`` or ``frequency``.
-        epochs: Fine-tuning epochs of each pruned model, from the best checkpoint's weights.
-        lr_scale: The recipe's learning rate times this, cosine-annealed to 0 over ``epochs``: 1/2 (1/8, QAT's,
-            recovered less of what hidden-unit pruning costs on the 14-section Debian corpus).
-    """
-
-    sizes: tuple[PruneSize, ...] = ()
-    methods: tuple[str, ...] = ("onnx_int4",)
-    importance: str = "weight"
-    epochs: int = 4
-    lr_scale: float = 0.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_methods(list(self.methods))
-        if self.importance not in IMPORTANCE:
-            raise ValueError(
-                f"Expected `prune.importance` to be one of ({', '.join(IMPORTANCE)}), got {self.importance!r}."
-            )
-
-    @classmethod
-    def kind(cls) -> str:
-        return "prune"
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any] | None) -> PruneSettings:
-        """The settings from plain config values (``sizes`` as ``[{terms: 2000, hidden: 32}, ...]``), refusing an
-        unknown key in one line.
-
-        >>> PruneSettings.from_values({"sizes": [{"terms": 2000, "hidden": 32}], "epochs": 2}).sizes
-        (PruneSize(terms=2000, hidden=32),)
-        """
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(_KEYS))
-        if unknown:
-            raise ValueError(f"Expected `prune` keys in ({', '.join(_KEYS)}), got {unknown[0]!r}.")
-        sizes = []
-        for size in values.pop("sizes", None) or ():
-            if not isinstance(size, Mapping) or not set(size) <= {"terms", "hidden"} or "terms" not in size:
-                raise ValueError(
-                    f"Expected each of `prune.sizes` as {{terms: <int>, hidden: <int or null>}}, got {size!r}."
-                )
-            sizes.append(PruneSize(size["terms"], size.get("hidden")))
-        if "methods" in values:
-            values["methods"] = tuple(values["methods"] or ())
-        return cls(sizes=tuple(sizes), **values)
 
 
 def prunable(datamodule: LightningDataModule | None) -> bool:

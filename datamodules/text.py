@@ -19,12 +19,10 @@ from datamodules.text_corpus import (
     MAX_FIELD_CHARS,
     OnBadRow,
     Rows,
-    file_format,
-    handle_bad_rows,
     read_rows,
 )
 from datamodules.text_imdb import ensure_imdb, read_imdb_split
-from datamodules.text_splits import split_corpus, unknown_labels
+from datamodules.text_splits import read_predict_rows, split_corpus
 from datamodules.text_vectorizer import (
     TOKEN_PATTERN,
     SparseBatchDataset,
@@ -290,20 +288,7 @@ class TextDataModule(InMemoryDataModule):
                 f"(one text per line, or CSV/TSV/JSON Lines with a {h.text_column!r} column)."
             )
         path = Path(h.predict_path)
-        labelled = file_format(path, allow_lines=True) != "lines"
-        label_column = h.label_column if labelled else None
-        rows = read_rows(
-            path, h.text_column, label_column, True, label_required=False, max_field_chars=h.max_field_chars
-        )
-        unknown = unknown_labels(rows, self.classes)
-        bad = sorted(rows.bad + unknown, key=lambda row: row.line)
-        handle_bad_rows(bad, h.on_bad_row)
-        bad_lines = {row.line for row in unknown}
-        kept = rows.subset([i for i, line in enumerate(rows.lines) if line not in bad_lines])
-        if not len(kept):
-            raise DataError(f"No text to predict in {path}: all {len(bad)} rows are bad (first: {bad[0]}).")
-        kept.bad = bad
-        return kept
+        return read_predict_rows(path, h.text_column, h.label_column, self.classes, h.on_bad_row, h.max_field_chars)
 
 
 def _validate_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,14 +1,17 @@
-"""Labelled rows into train/val/test parts: class filtering, unknown labels, stratified seeded splits.
+"""Labelled rows into train/val/test parts: class filtering, unknown labels, stratified seeded splits; the rows to
+predict.
 
 Pure functions over :class:`~datamodules.text_corpus.Rows`, so splitting is tested without a Trainer.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import train_test_split
 
-from datamodules.text_corpus import BadRow, OnBadRow, Rows, handle_bad_rows
+from datamodules.text_corpus import BadRow, OnBadRow, Rows, file_format, handle_bad_rows, read_rows
 from errors import DataError
 
 
@@ -101,3 +104,24 @@ def split_corpus(
     if val is None:
         train, val = stratified_split(train, val_size / (1 - share) if isinstance(val_size, float) else val_size, seed)
     return {"train": train, "val": val, "test": test}, classes
+
+
+def read_predict_rows(
+    path: Path, text_column: str, label_column: str, classes: list[str], on_bad_row: OnBadRow, max_field_chars: int
+) -> Rows:
+    """The texts to predict in ``path`` (one per line, or the corpus format, whose labels are optional), without
+    its bad rows and rows of a label outside ``classes``; ``.bad`` lists both, handled as ``on_bad_row`` says."""
+    labelled = file_format(path, allow_lines=True) != "lines"
+    rows = read_rows(
+        path, text_column, label_column if labelled else None, True, label_required=False,
+        max_field_chars=max_field_chars,
+    )  # fmt: skip
+    unknown = unknown_labels(rows, classes)
+    bad = sorted(rows.bad + unknown, key=lambda row: row.line)
+    handle_bad_rows(bad, on_bad_row)
+    bad_lines = {row.line for row in unknown}
+    kept = rows.subset([i for i, line in enumerate(rows.lines) if line not in bad_lines])
+    if not len(kept):
+        raise DataError(f"No text to predict in {path}: all {len(bad)} rows are bad (first: {bad[0]}).")
+    kept.bad = bad
+    return kept

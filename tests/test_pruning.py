@@ -18,7 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from callbacks import PostTrainingQuantization
-from callbacks.vocabulary_pruning import PruneSettings, PruneSize, check_prunable, narrower, prunable, pruned_shape
+from callbacks.prune_settings import PruneSettings, PruneSize
+from callbacks.vocabulary_pruning import check_prunable, narrower, prunable, pruned_shape
 from datamodules import MNISTDataModule, TextDataModule
 from errors import ConfigError
 from modules import MLP
