@@ -54,8 +54,7 @@ def check_objective(objective: Any, batch_sizes: Sequence[int] | None = None) ->
     if match is None:
         raise ValueError(
             "Expected `objective` to be size, memory, accuracy, latency_bs1 or latency_bs<N> (N a measured batch "
-            "size), "
-            f"got {objective!r}."
+            f"size), got {objective!r}."
         )
     batch_size = int(match.group(1))
     if batch_sizes is not None and batch_size not in batch_sizes:
