@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.end_to_end import TWEETS, load_text_run, train_tweets
 from callbacks.post_training_quantization import training_inputs
 from quantization import METHODS, QuantizationData, quantize
+from quantization.latency import first_rows
 from quantization.machine import describe, machine_info
-from quantization.measure import first_rows, latency_inputs, predict, time_calls
+from quantization.measure import latency_inputs, predict, time_calls
 from quantization.memory import held_bytes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,6 +23,7 @@ from quantization.end_to_end import end_to_end_latency
 from quantization.machine import machine_info
 from quantization.memory import bundle_footprint
 from quantization.registry import Artifact
+from quantization.stages import Stages
 
 _E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
 _CARD_KEYS = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta")
@@ -60,6 +61,7 @@ def ship(
     datamodule: LightningDataModule,
     num_threads: int,
     min_run_time_s: float,
+    stages: Stages | None = None,
 ) -> dict[str, Any] | None:
     """Bundle the recommended row into ``folder / "bundle"`` and time it end to end against the checkpoint.
 
@@ -82,24 +84,27 @@ def ship(
     }
     # A row that reads other inputs than the run's (a pruned vocabulary) names its own preprocessing file.
     preprocessing = json.loads((folder / row["preprocessing"]).read_text()) if "preprocessing" in row else None
-    try:
-        bundle = write_bundle(
-            folder / "bundle", artifact, net, preprocessing or datamodule.preprocessing(), datamodule.classes, card
-        )
-    except ValueError as err:
-        rank_zero_warn(f"No deployable bundle written: {err}")
-        return None
-    inputs = datamodule.raw_test_inputs()[:_E2E_EXAMPLES]
-    shipped = {"bundle": str(bundle), "method": row["method"], "end_to_end": {}}
-    if len(inputs) == 0:
-        return shipped
-    shipped["footprint"] = footprint(bundle, inputs[0], num_threads)
-    add_to_card(bundle, {"footprint": shipped["footprint"]})
-    pipelines = {
-        "fp32 checkpoint": CheckpointPath(datamodule, net),
-        f"bundle: {row['method']}": load_bundle(bundle, num_threads),
-    }
-    shipped["end_to_end"] = end_to_end_latency(pipelines, inputs, (1,), num_threads, min_run_time_s)
+    stages = stages if stages is not None else Stages()
+    with stages("bundle"):
+        try:
+            bundle = write_bundle(
+                folder / "bundle", artifact, net, preprocessing or datamodule.preprocessing(), datamodule.classes, card
+            )
+        except ValueError as err:
+            rank_zero_warn(f"No deployable bundle written: {err}")
+            return None
+        inputs = datamodule.raw_test_inputs()[:_E2E_EXAMPLES]
+        shipped = {"bundle": str(bundle), "method": row["method"], "end_to_end": {}}
+        if len(inputs) == 0:
+            return shipped
+        shipped["footprint"] = footprint(bundle, inputs[0], num_threads)
+        add_to_card(bundle, {"footprint": shipped["footprint"]})
+    with stages("end to end"):
+        pipelines = {
+            "fp32 checkpoint": CheckpointPath(datamodule, net),
+            f"bundle: {row['method']}": load_bundle(bundle, num_threads),
+        }
+        shipped["end_to_end"] = end_to_end_latency(pipelines, inputs, (1,), num_threads, min_run_time_s)
     return shipped
 
 

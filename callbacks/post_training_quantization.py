@@ -35,7 +35,9 @@ from quantization.onnx_runtime import dense
 from quantization.pipeline import quantization_report
 from quantization.qat import check_qat_method
 from quantization.recommend import check_max_bytes, check_objective
-from quantization.report import end_to_end_markdown, report_markdown, write_report
+from quantization.registry import dense_only_methods
+from quantization.report import log_job, log_tensorboard, report_markdown, write_report
+from quantization.stages import Stages
 from storage.checkpoints import load_net_weights
 
 # The registry's names, so LightningCLI rejects a typo while parsing the config.
@@ -107,6 +109,7 @@ class PostTrainingQuantization(Callback):
         if calibration_batches < 1:
             raise ValueError(f"Expected `calibration_batches` >= 1, got {calibration_batches}.")
         self.methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in names}
+        self.methods_named = methods is not None  # None: the default sweep, which text runs narrow to term bags
         pruned_with = self.prune.methods if self.prune.sizes else ()  # the pruned models' methods and their settings
         self.prune_methods = {name: METHODS[name].make_settings((settings or {}).get(name)) for name in pruned_with}
         self.measure = MeasureSettings(tuple(latency_batch_sizes), num_threads, min_run_time_s)
@@ -149,9 +152,14 @@ class PostTrainingQuantization(Callback):
                 f"{type(pl_module).__name__} is not one. Remove them or derive the model from ClassifierModule."
             )
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.fit_started = time.perf_counter()
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
-            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer))
+            stages = Stages()
+            stages.add("fit", time.perf_counter() - getattr(self, "fit_started", time.perf_counter()))
+            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer), stages)
         trainer.strategy.barrier("post_training_quantization")  # other ranks wait for the report
 
     def run(
@@ -160,22 +168,30 @@ class PostTrainingQuantization(Callback):
         pl_module: LightningModule,
         datamodule: LightningDataModule | None,
         ckpt_path: str | None,
+        stages: Stages | None = None,
     ) -> list[dict[str, Any]]:
-        """Report on ``ckpt_path`` (``None``: ``pl_module``'s current weights), logging to ``trainer``'s logger."""
+        """Report on ``ckpt_path`` (``None``: ``pl_module``'s current weights), logging to ``trainer``'s logger; the
+        job's stages and their seconds go into the report (``stages``: a fit timed before, if any)."""
         if datamodule is None:
             raise DataError("PostTrainingQuantization needs a datamodule (its test split); pass `datamodule=`.")
+        stages = stages if stages is not None else Stages()
         start = time.perf_counter()
-        net = load_net(pl_module, ckpt_path)
-        batches = test_batches(datamodule)
-        needs_calibration = any(METHODS[name].needs_calibration for name in self.methods)  # the pruned: their own
-        calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
-        sparse = batches[0][0].layout != torch.strided  # term weights: artifacts read their ids and values
-        data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration, sparse_input=sparse)
+        with stages("data"):
+            net = load_net(pl_module, ckpt_path)
+            batches = test_batches(datamodule)
+            sparse = batches[0][0].layout != torch.strided  # term weights: artifacts read their ids and values
+            methods, job = self.methods, {}
+            if sparse and not self.methods_named:
+                methods = {name: s for name, s in self.methods.items() if name not in dense_only_methods()}
+                job["left_out"] = left_out_line(sorted(set(self.methods) - set(methods)), batches[0][0].shape[1])
+            needs_calibration = any(METHODS[name].needs_calibration for name in methods)  # the pruned: their own
+            calibration = training_inputs(datamodule, self.calibration_batches) if needs_calibration else []
+            data = QuantizationData(example=dense(batches[0][0])[:1], calibration=calibration, sparse_input=sparse)
+            val = validation_batches(datamodule)
+            preprocessing = datamodule.preprocessing() if deployable(datamodule) else None
         folder = Path(report_root(trainer)) / "quantization"
-        candidates = self.candidates(trainer, pl_module, datamodule, net, batches)
+        candidates = self.candidates(trainer, pl_module, datamodule, net, batches, methods, stages)
         writer = tensorboard(trainer)
-        val = validation_batches(datamodule)
-        preprocessing = datamodule.preprocessing() if deployable(datamodule) else None
         rows, decision = quantization_report(
             net,
             candidates,
@@ -183,18 +199,24 @@ class PostTrainingQuantization(Callback):
             data,
             folder,
             self.measure,
-            writer,
+            None,  # TensorBoard gets the report once, with the bundle and the stages, below
             trainer.global_step,
             val,
             self.budget,
             preprocessing,
+            stages,
         )
         if decision is not None and deployable(datamodule):
-            self.deploy(folder, rows, decision, net, datamodule, writer, trainer.global_step)
+            self.deploy(folder, rows, decision, net, datamodule, stages)
+        job["stages"] = dict(stages.seconds)
+        write_report(rows, folder, decision, job)
+        if writer is not None:
+            log_tensorboard(writer, rows, trainer.global_step, decision)
+            log_job(writer, rows, decision, job, trainer.global_step)
         seconds = time.perf_counter() - start
         rank_zero_info(
-            f"Quantization report ({len(rows)} methods, {seconds:.1f} s) in {folder}:\n"
-            + report_markdown(rows, decision)
+            f"Quantization report ({len(rows)} rows, {seconds:.1f} s) in {folder}:\n"
+            + report_markdown(rows, decision, job)
         )
         return rows
 
@@ -205,21 +227,26 @@ class PostTrainingQuantization(Callback):
         datamodule: LightningDataModule,
         net: nn.Module,
         batches: list[Batch],
+        methods: dict[str, Any],
+        stages: Stages,
     ) -> list[Candidate]:
         """One report row per method, each followed by its ``+qat`` row (QAT fine-tuned here) when configured, then
         the pruned models' rows (text runs with ``prune`` sizes; fine-tuned here)."""
         candidates = []
         root = report_root(trainer)
-        for name, settings in self.methods.items():
+        for name, settings in methods.items():
             candidates.append(Candidate(name, settings))
             if name in self.qat:
-                trained, info = fine_tune_qat(trainer, pl_module, datamodule, net, name, settings, self.qat[name], root)
+                with stages("qat"):
+                    qat = self.qat[name]
+                    trained, info = fine_tune_qat(trainer, pl_module, datamodule, net, name, settings, qat, root)
                 candidates.append(Candidate(name, settings, name=f"{name}+qat", model=trained, info=info))
         if self.prune.sizes and prunable(datamodule):
-            methods, calibration = self.prune_methods, self.calibration_batches
-            candidates += pruned_candidates(
-                trainer, pl_module, datamodule, net, self.prune, methods, batches, root, calibration
-            )
+            with stages("prune", rows=len(self.prune.sizes)):
+                prune_methods, calibration = self.prune_methods, self.calibration_batches
+                candidates += pruned_candidates(
+                    trainer, pl_module, datamodule, net, self.prune, prune_methods, batches, root, calibration
+                )
         return candidates
 
     def deploy(
@@ -229,19 +256,19 @@ class PostTrainingQuantization(Callback):
         decision: dict[str, Any],
         net: nn.Module,
         datamodule: LightningDataModule,
-        writer: SummaryWriter | None,
-        step: int,
+        stages: Stages,
     ) -> None:
-        """Bundle the recommended row, time it end to end, and add both to the report and TensorBoard."""
+        """Bundle the recommended row and time it end to end (added to the decision, so to the report)."""
         timing = (self.measure.num_threads, self.measure.min_run_time_s)  # as the report's latency
-        decision["deployment"] = ship(folder, rows, decision, net, datamodule, *timing)
-        if decision["deployment"]:
-            write_report(rows, folder, decision)
-            if writer is not None:
-                writer.add_text("quant/end_to_end", end_to_end_markdown(decision["deployment"]), step)
-                for key, value in decision["deployment"].get("footprint", {}).items():
-                    if key in ("peak_rss_bytes", "import_load_s", "first_predict_s"):
-                        writer.add_scalar(f"quant/bundle/{key}", value, step)
+        decision["deployment"] = ship(folder, rows, decision, net, datamodule, *timing, stages=stages)
+
+
+def left_out_line(names: Sequence[str], width: int) -> str:
+    """Why a text run's default sweep leaves ``names`` out, in one line."""
+    return (
+        f"Left out of the text default: {', '.join(names)}: their first layer reads whole rows of all {width:,} "
+        "terms, not the term ids and weights a text bundle is fed; name them in `methods` to measure them anyway."
+    )
 
 
 def load_net(pl_module: LightningModule, ckpt_path: str | None) -> nn.Module:

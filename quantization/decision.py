@@ -6,15 +6,15 @@ The budget is checked on the validation split; the test split stays the final, h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from quantization.measure import Batch, Candidate, MeasureSettings, baseline_of, measure_methods
+from quantization.measure import Batch, Candidate, Measured, MeasureSettings
 from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop, check_max_bytes, check_objective, recommend
-from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, check_methods
+from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
 from quantization.sensitivity import fallback, layer_sensitivity
 from quantization.swap import linear_layers
 
@@ -51,31 +51,27 @@ def over_budget(row: dict[str, Any], budget: Budget) -> bool:
     return plain and row["val_accuracy_delta"] < -budget.max_accuracy_drop - SLACK_POINTS
 
 
-def decide(
+def plan_fallbacks(
     model: nn.Module,
-    rows: list[dict[str, Any]],
-    artifacts: list[Artifact],
-    batches: Sequence[Batch],
+    rows: Sequence[dict[str, Any]],
     val_batches: Sequence[Batch],
     data: QuantizationData,
     settings: MeasureSettings,
     budget: Budget,
-    preprocessing: Mapping[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], list[Artifact], dict[str, Any]]:
-    """Rank layers, add fallback rows and recommend one row.
+) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+    """Per-layer sensitivity for the rows over the budget (and those ``budget.sensitivity`` names), and the
+    ``<method>+fallback`` rows that bring a row within budget by keeping its most sensitive layers in fp32.
 
     Args:
         model: The fp32 model the rows were measured from (only read).
-        rows, artifacts: :func:`quantization.measure.measure_methods`' output, with validation accuracy.
-        batches, val_batches: The test and validation batches.
+        rows: Rows with their validation accuracy delta (:func:`quantization.measure.evaluate_candidates`).
+        val_batches: The validation batches the budget is checked on.
         data: Example and calibration batches.
-        settings: How latency is measured (fallback rows are measured like the others).
-        budget: The accuracy budget, the objective and the methods to rank layers for.
-        preprocessing: What a bundle ships besides the artifact (fallback rows get ``shipped_bytes`` too).
+        settings: Threads for the sensitivity runs.
+        budget: The accuracy budget and the methods to rank layers for.
 
     Returns:
-        The rows and artifacts with each ``<method>+fallback`` row after its method's, and
-        ``{"recommendation": ..., "sensitivity": {method: {"layers": [...], "fallback": {...}}}}``.
+        The fallback rows to measure, and ``{method: {"layers": [...], "fallback": {...}}}``.
     """
     sensitivity: dict[str, dict[str, Any]] = {}
     extra: list[Candidate] = []
@@ -106,14 +102,19 @@ def decide(
         elif over:
             entry["fallback"] = {"fits": False, "summary": f"{method}: one Linear layer, so no layer can stay fp32."}
         sensitivity[row["method"]] = entry
-    if extra:
-        baseline = baseline_of(rows, artifacts, model, batches, settings.num_threads)
-        new_rows, new_artifacts = measure_methods(
-            model, extra, batches, data, settings, val_batches, baseline, preprocessing
-        )
-        for new_row, new_artifact in zip(new_rows, new_artifacts, strict=True):
-            at = next(i for i, r in enumerate(rows) if r["method"] == new_row["base_method"]) + 1
-            rows.insert(at, new_row)
-            artifacts.insert(at, new_artifact)
-    recommendation = recommend(rows, budget.max_accuracy_drop, budget.objective, budget.max_bytes)
-    return rows, artifacts, {"recommendation": recommendation, "sensitivity": sensitivity}
+    return extra, sensitivity
+
+
+def with_fallbacks(measured: list[Measured], fallbacks: Sequence[Measured]) -> list[Measured]:
+    """``measured`` with each fallback row right after its method's row."""
+    rows = list(measured)
+    for new in fallbacks:
+        at = next(i for i, m in enumerate(rows) if m.row["method"] == new.row["base_method"]) + 1
+        rows.insert(at, new)
+    return rows
+
+
+def decision_of(rows: Sequence[dict[str, Any]], sensitivity: dict[str, dict[str, Any]], budget: Budget) -> dict:
+    """``{"recommendation": ..., "sensitivity": ...}`` for measured rows."""
+    recommendation = recommend(list(rows), budget.max_accuracy_drop, budget.objective, budget.max_bytes)
+    return {"recommendation": recommendation, "sensitivity": sensitivity}

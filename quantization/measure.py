@@ -8,24 +8,19 @@ callback both call :func:`measure_methods`.
 from __future__ import annotations
 
 import dataclasses
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from quantization.bundle import preprocessing_json, shippable
+from quantization.latency import Batch, distinct_inputs, time_interleaved, time_runners
 from quantization.memory import held_bytes
+from quantization.onnx_runtime import OrtRunner
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
-
-Batch = tuple[torch.Tensor, torch.Tensor]  # (B, input_dim) features, (B,) labels
-_BLOCK_S = 0.002  # each latency sample averages the calls that fit in ~2 ms
-_MIN_SAMPLES = 5
-_WARMUP_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -33,9 +28,9 @@ class MeasureSettings:
     """How latency is measured.
 
     Args:
-        latency_batch_sizes: Batch sizes to time, each on the first rows of the evaluation data.
+        latency_batch_sizes: Batch sizes to time, each on distinct inputs drawn in order from the evaluation data.
         num_threads: torch and ONNX Runtime intra-op threads while timing (restored afterwards).
-        min_run_time_s: Seconds of timed calls per method and batch size (at least 5 samples).
+        min_run_time_s: Seconds of timed calls per row and batch size (at least 10 calls), rows taking turns.
     """
 
     latency_batch_sizes: tuple[int, ...] = (1, 256)
@@ -101,22 +96,11 @@ def as_candidates(methods: Mapping[str, Any] | Sequence[Candidate]) -> list[Cand
 
 
 def time_calls(runner: Runner, x: torch.Tensor, num_threads: int, min_run_time_s: float) -> dict[str, float]:
-    """Median and p90 milliseconds per ``runner.run`` call on ``x``, after a warm-up.
-
-    ``Timer.blocked_autorange`` returns a few long blocks, too few for a p90; here a
-    ``torch.utils.benchmark.Timer`` times many short blocks instead (each sample is the mean of
-    the calls in ~2 ms). The input is prepared (cast, made contiguous) once, outside the timing.
-    """
-    prepared = runner.prepare(x)
-    timer = benchmark.Timer("run(x)", globals={"run": runner.run, "x": prepared}, num_threads=num_threads)
+    """Median and p90 milliseconds per ``runner.run`` call on ``x`` alone (prepared once), after a warm-up: every
+    call timed by itself (:func:`quantization.latency.time_interleaved`) for ``min_run_time_s`` seconds."""
     with torch.inference_mode():
-        per_call = timer.timeit(_WARMUP_CALLS).mean  # seconds per call; also the warm-up
-        number = max(1, int(_BLOCK_S / max(per_call, 1e-9)))
-        samples: list[float] = []
-        while sum(samples) * number < min_run_time_s or len(samples) < _MIN_SAMPLES:
-            samples.append(timer.timeit(number).mean)
-    p90 = statistics.quantiles(samples, n=10, method="inclusive")[-1]
-    return {"median": statistics.median(samples) * 1e3, "p90": p90 * 1e3}
+        prepared = runner.prepare(x)
+    return time_interleaved({"": (runner.run, [prepared])}, num_threads, min_run_time_s)[""]
 
 
 def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -130,18 +114,6 @@ def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[i
         else:
             inputs[n] = features.index_select(0, rows).coalesce()  # (n, input_dim) sparse
     return inputs
-
-
-def first_rows(batches: Sequence[Batch], n: int) -> torch.Tensor:
-    """The first ``n`` rows of the batches' inputs (fewer when there are fewer), in their layout."""
-    rows, count = [], 0
-    for x, _ in batches:
-        rows.append(x if x.layout == torch.strided else x.to_sparse_coo())
-        count += len(rows[-1])
-        if count >= n:
-            break
-    joined = torch.cat(rows)
-    return joined[:n] if joined.layout == torch.strided else joined.index_select(0, torch.arange(min(n, count)))
 
 
 def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
@@ -167,25 +139,39 @@ def measure_artifact(
     settings: MeasureSettings,
     val_batches: Sequence[Batch] = (),
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """One report row (without the comparison to fp32) and the artifact's predictions.
+    """One report row (without the comparison to fp32) and the artifact's predictions, the artifact timed alone
+    on one input per batch size (``inputs``; the report times rows side by side, :func:`measure_methods`).
 
     The artifact is loaded back from its bytes, as a user loads it (``model``: the fp32 model it came from);
     with ``val_batches`` the row also gets ``val_accuracy``.
     """
     runner = METHODS[artifact.method].load(artifact.data, model, settings.num_threads)
-    predictions, accuracy = predict(runner, batches)
+    row, predictions = _accuracy_row(artifact, runner, runner, batches, val_batches, settings)
     latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
     fed_sparse = any(x.layout != torch.strided for x in inputs.values())
+    return row | {"latency_ms": latency, "sparse_input": bool(fed_sparse and runner.sparse_input)}, predictions
+
+
+def _accuracy_row(
+    artifact: Artifact,
+    runner: Runner,
+    timed: Runner,
+    batches: Sequence[Batch],
+    val_batches: Sequence[Batch],
+    settings: MeasureSettings,
+    shipped: Artifact | None = None,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """A row's figures that one pass over each split gives (accuracy, validation accuracy), and its predictions;
+    ``timed`` is the runner its latency and memory are measured on (the shipped form of ``shipped``)."""
+    predictions, accuracy = predict(runner, batches)
     row = {
         "method": artifact.label,
         "base_method": artifact.method,
         "artifact": f"{artifact.label}{artifact.suffix}",
         "size_bytes": artifact.size_bytes,
-        "memory_bytes": held_bytes(runner, artifact),
+        "memory_bytes": held_bytes(timed, shipped or artifact),
         "accuracy": accuracy,
-        "latency_ms": latency,
         "threads": settings.num_threads,
-        "sparse_input": bool(fed_sparse and getattr(runner, "sparse_input", False)),
         **artifact.info,
     }
     if val_batches:
@@ -199,7 +185,11 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
     ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's; with a
     validation accuracy, ``val_accuracy_delta`` is its change in points (what an accuracy budget reads).
     """
-    speedup = {n: baseline["latency_ms"][n]["median"] / t["median"] for n, t in row["latency_ms"].items()}
+    return speed_against(accuracy_against(row, baseline, agreement), baseline)
+
+
+def accuracy_against(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
+    """Size and memory ratios, accuracy deltas (points) and agreement against the fp32 row."""
     if "val_accuracy" in row:
         row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
     return row | {
@@ -207,9 +197,13 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
         "memory_ratio": baseline["memory_bytes"] / row["memory_bytes"],
         "accuracy_delta": (row["accuracy"] - baseline["accuracy"]) * 100,
         "agreement": agreement,
-        "speedup": speedup,
-        "slower_than_fp32": [int(n) for n, s in speedup.items() if s < 1],
     }
+
+
+def speed_against(row: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Speedups against the fp32 row as it ships, per batch size, and the batch sizes where the row is slower."""
+    speedup = {n: baseline["latency_ms"][n]["median"] / t["median"] for n, t in row["latency_ms"].items()}
+    return row | {"speedup": speedup, "slower_than_fp32": [int(n) for n, s in speedup.items() if s < 1]}
 
 
 def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Mapping[str, Any]) -> dict[str, int]:
@@ -222,6 +216,86 @@ def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Map
     return {"preprocessing_bytes": preprocessing_bytes, "shipped_bytes": artifact_bytes + preprocessing_bytes}
 
 
+@dataclass
+class Measured:
+    """A row between the report's stages: its accuracy figures (``row``), test predictions, the runner that is
+    timed (the artifact as it ships) and the distinct inputs it is timed on, per batch size."""
+
+    row: dict[str, Any]
+    predictions: torch.Tensor
+    runner: Runner
+    inputs: dict[int, list[torch.Tensor]]
+    artifact: Artifact
+
+
+def evaluate_candidates(
+    model: nn.Module,
+    candidates: Sequence[Candidate],
+    batches: Sequence[Batch],
+    data: QuantizationData,
+    settings: MeasureSettings,
+    val_batches: Sequence[Batch] = (),
+    preprocessing: Mapping[str, Any] | None = None,
+    baseline: Measured | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Measured]:
+    """Quantize ``model`` per candidate and evaluate each artifact, loaded back from its bytes, in one pass over the
+    test split (and one over validation): accuracy, agreement with fp32, size, memory and shipped bytes.
+
+    fp32 (first, unless ``baseline`` is its earlier result) is measured as it ships: the report's fp32 artifact is
+    the checkpoint's weights, but a bundle holds it as ONNX, so that is what is timed and what its memory is.
+    ``progress(label)`` is called as each row is done.
+    """
+    own = RowInputs("", batches, val_batches, data, preprocessing or {})
+    latency_sets: dict[int, dict[int, list[torch.Tensor]]] = {}  # per RowInputs: the same texts for every row
+    measured = []
+    for candidate in candidates:
+        reads = candidate.inputs or own
+        if id(reads) not in latency_sets:
+            latency_sets[id(reads)] = distinct_inputs(reads.batches, settings.latency_batch_sizes)
+        method_settings = candidate.settings or METHODS[candidate.method].make_settings()
+        source = candidate.model if candidate.model is not None else model
+        method_data = dataclasses.replace(reads.data, keep_fp32=candidate.keep_fp32)
+        artifact = METHODS[candidate.method].quantize(source, method_settings, method_data)
+        artifact = dataclasses.replace(artifact, name=candidate.name)
+        runner = METHODS[candidate.method].load(artifact.data, source, settings.num_threads)
+        timed, shipped = runner, artifact
+        if candidate.method == BASELINE:  # fp32, and fp32 rows of other weights (pruned, QAT), ship as ONNX
+            shipped = shippable(artifact, int(reads.data.example.shape[1]), reads.data.sparse_input)
+            timed = OrtRunner(shipped.data, settings.num_threads) if shipped is not artifact else runner
+        row, predictions = _accuracy_row(
+            artifact, runner, timed, reads.batches, reads.val_batches if val_batches else (), settings, shipped
+        )
+        row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
+        row["sparse_input"] = bool(reads.data.sparse_input and timed.sparse_input)
+        if shipped is not artifact:
+            row["timed_as"] = shipped.suffix.lstrip(".")  # fp32 as a bundle ships it
+        if reads.preprocessing:
+            row |= shipped_bytes(shipped, reads.data, reads.preprocessing)
+        if candidate.inputs is not None:
+            row["preprocessing"] = f"{candidate.inputs.name}.preprocessing.json"
+        row |= dict(candidate.info)
+        base = baseline or (measured[0] if measured else None)
+        agreement = float((predictions == base.predictions).float().mean()) if base else 1.0
+        row = accuracy_against(row, base.row if base else row, agreement)
+        measured.append(Measured(row, predictions, timed, latency_sets[id(reads)], artifact))
+        if progress is not None:
+            progress(candidate.label)
+    return measured
+
+
+def time_measured(measured: Sequence[Measured], settings: MeasureSettings) -> None:
+    """Time every row side by side (:func:`quantization.latency.time_runners`), then give each its speedups against
+    fp32 (the first row) as it ships."""
+    runners = {str(i): m.runner for i, m in enumerate(measured)}
+    inputs = {str(i): m.inputs for i, m in enumerate(measured)}
+    figures = time_runners(runners, inputs, settings.num_threads, settings.min_run_time_s)
+    for i, m in enumerate(measured):
+        m.row["latency_ms"] = figures[str(i)]
+    for m in measured:
+        m.row = speed_against(m.row, measured[0].row)
+
+
 def measure_methods(
     model: nn.Module,
     methods: Mapping[str, Any] | Sequence[Candidate],
@@ -229,10 +303,10 @@ def measure_methods(
     data: QuantizationData,
     settings: MeasureSettings,
     val_batches: Sequence[Batch] = (),
-    baseline: tuple[dict[str, Any], torch.Tensor] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Artifact]]:
-    """Quantize a read-only ``model`` with each method (fp32 first) and measure every artifact.
+    """Quantize a read-only ``model`` with each method (fp32 first) and measure every artifact: one pass over the
+    test split (and validation) per row, then every row timed side by side.
 
     Args:
         model: The fp32 ``nn.Module`` (logits out), in eval mode.
@@ -240,59 +314,15 @@ def measure_methods(
             own model, e.g. QAT weights, or layers to keep in fp32); fp32 is added as the baseline.
         batches: Evaluation batches, the same for every method (latency inputs keep their layout).
         data: The example batch and calibration batches the methods may use.
-        settings: Latency batch sizes, threads and run time.
+        settings: Latency batch sizes, threads and time per row.
         val_batches: Validation batches: each row also gets ``val_accuracy`` (what a budget is checked on,
             keeping the test split for the final figure).
-        baseline: The fp32 row and its test predictions from an earlier call, to compare further rows
-            with the same figures (fp32 is then not measured again).
         preprocessing: How raw inputs become the report's inputs, as a bundle ships it (a datamodule's
             ``preprocessing()``): each row then gets ``shipped_bytes`` (:func:`shipped_bytes`).
 
     Returns:
         The report rows, in order, and the artifacts they were measured from.
     """
-    own = RowInputs("", batches, val_batches, data, preprocessing or {})
-    timed: dict[int, dict[int, torch.Tensor]] = {}  # latency inputs per RowInputs
-    rows, artifacts = [], []
-    candidates = as_candidates(methods)
-    baseline_row, baseline_predictions = baseline if baseline else ({}, torch.empty(0))
-    if baseline:
-        candidates = [c for c in candidates if c.label != BASELINE]
-    for candidate in candidates:
-        reads = candidate.inputs or own
-        if id(reads) not in timed:
-            first = first_rows(reads.batches, max(settings.latency_batch_sizes))
-            timed[id(reads)] = latency_inputs(first, settings.latency_batch_sizes)
-        method_settings = candidate.settings or METHODS[candidate.method].make_settings()
-        source = candidate.model if candidate.model is not None else model
-        method_data = dataclasses.replace(reads.data, keep_fp32=candidate.keep_fp32)
-        artifact = METHODS[candidate.method].quantize(source, method_settings, method_data)
-        artifact = dataclasses.replace(artifact, name=candidate.name)
-        row, predictions = measure_artifact(
-            artifact, source, reads.batches, timed[id(reads)], settings, reads.val_batches if val_batches else ()
-        )
-        row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
-        if reads.preprocessing:
-            row |= shipped_bytes(artifact, reads.data, reads.preprocessing)
-        if candidate.inputs is not None:
-            row["preprocessing"] = f"{candidate.inputs.name}.preprocessing.json"
-        row |= dict(candidate.info)
-        if candidate.label == BASELINE:
-            baseline_row, baseline_predictions = row, predictions
-        agreement = float((predictions == baseline_predictions).float().mean())
-        rows.append(compare_to_baseline(row, baseline_row, agreement))
-        artifacts.append(artifact)
-    return rows, artifacts
-
-
-def baseline_of(
-    rows: Sequence[dict[str, Any]],
-    artifacts: Sequence[Artifact],
-    model: nn.Module,
-    batches: Sequence[Batch],
-    num_threads: int = 1,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """The fp32 row of a report and its test predictions, for :func:`measure_methods`' ``baseline``."""
-    index = next(i for i, row in enumerate(rows) if row["method"] == BASELINE)
-    runner = METHODS[BASELINE].load(artifacts[index].data, model, num_threads)
-    return rows[index], predict(runner, batches)[0]
+    measured = evaluate_candidates(model, as_candidates(methods), batches, data, settings, val_batches, preprocessing)
+    time_measured(measured, settings)
+    return [m.row for m in measured], [m.artifact for m in measured]

@@ -1,4 +1,5 @@
-"""The whole report in one call: quantize with every method, measure, write artifacts and reports.
+"""The whole report in one straight line of stages: evaluate every row, decide fallbacks, time the rows side by
+side, recommend, write artifacts and reports.
 
 The Lightning callback and the benchmarks call :func:`quantization_report`; it needs a model,
 evaluation batches and a folder, nothing from Lightning.
@@ -15,10 +16,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from quantization.artifacts import save_artifact
 from quantization.bundle import preprocessing_json
-from quantization.decision import Budget, decide
-from quantization.measure import Batch, Candidate, MeasureSettings, measure_methods
+from quantization.decision import Budget, decision_of, plan_fallbacks, with_fallbacks
+from quantization.measure import Batch, Candidate, MeasureSettings, as_candidates, evaluate_candidates, time_measured
 from quantization.registry import QuantizationData
 from quantization.report import log_tensorboard, write_report
+from quantization.stages import Stages
 from storage.atomic import atomic_write
 
 
@@ -34,6 +36,7 @@ def quantization_report(
     val_batches: Sequence[Batch] = (),
     budget: Budget | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    stages: Stages | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Measure every method on a read-only ``model``; write artifacts, ``report.json`` and ``report.md``.
 
@@ -52,22 +55,38 @@ def quantization_report(
         preprocessing: How raw inputs become ``batches`` (a datamodule's ``preprocessing()``): rows get the bytes a
             bundle ships (artifact + ``preprocessing.json``), and a row that reads other inputs (a pruned
             vocabulary) has its own preprocessing written beside its artifact.
+        stages: Where the stages' seconds are recorded and shown (a new, silent-when-piped one by default).
 
     Returns:
         The rows, and the decision (``recommendation``, ``sensitivity``) when a budget was given.
     """
-    rows, artifacts = measure_methods(model, methods, batches, data, settings, val_batches, None, preprocessing)
-    decision = None
-    if budget is not None and val_batches:
-        rows, artifacts, decision = decide(
-            model, rows, artifacts, batches, val_batches, data, settings, budget, preprocessing
+    stages = stages if stages is not None else Stages()
+    candidates = as_candidates(methods)
+    with stages("evaluate", rows=len(candidates)) as done:
+        measured = evaluate_candidates(
+            model, candidates, batches, data, settings, val_batches, preprocessing, progress=done
         )
-    for artifact in artifacts:
-        save_artifact(artifact, folder)
-    own_inputs = {c.inputs.name: c.inputs for c in methods if isinstance(c, Candidate) and c.inputs is not None}
-    for name, inputs in own_inputs.items():  # a pruned vocabulary, beside the artifacts that read it
-        atomic_write(folder / f"{name}.preprocessing.json", preprocessing_json(inputs.preprocessing))
-    write_report(rows, folder, decision)
-    if writer is not None:
-        log_tensorboard(writer, rows, step, decision)
+    deciding = budget is not None and bool(val_batches)
+    sensitivity: dict[str, dict[str, Any]] = {}
+    if deciding:
+        with stages("sensitivity"):
+            rows = [m.row for m in measured]
+            extra, sensitivity = plan_fallbacks(model, rows, val_batches, data, settings, budget)
+            if extra:
+                fp32 = measured[0]
+                new = evaluate_candidates(model, extra, batches, data, settings, val_batches, preprocessing, fp32)
+                measured = with_fallbacks(measured, new)
+    with stages("latency", rows=len(measured)):
+        time_measured(measured, settings)
+    rows = [m.row for m in measured]
+    decision = decision_of(rows, sensitivity, budget) if deciding else None
+    with stages("write"):
+        for m in measured:
+            save_artifact(m.artifact, folder)
+        own_inputs = {c.inputs.name: c.inputs for c in candidates if c.inputs is not None}
+        for name, inputs in own_inputs.items():  # a pruned vocabulary, beside the artifacts that read it
+            atomic_write(folder / f"{name}.preprocessing.json", preprocessing_json(inputs.preprocessing))
+        write_report(rows, folder, decision)
+        if writer is not None:
+            log_tensorboard(writer, rows, step, decision)
     return rows, decision

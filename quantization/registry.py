@@ -100,6 +100,9 @@ class Method:
         fake_quantize: ``(weight, settings) -> weight`` as the artifact will hold it, differentiable
             (straight-through): set by methods that quantization-aware training can target.
         in_default_sweep: Whether ``methods: null`` (every method) runs it.
+        reads_term_bags: Whether its artifact's first layer can read a text's term ids and weights (an embedding bag
+            over the terms present) rather than whole vocabulary-wide rows; text runs leave the others out of
+            ``methods: null`` (:func:`default_methods`).
     """
 
     name: str
@@ -113,6 +116,7 @@ class Method:
     max_relative_error: float = 0.0
     fake_quantize: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
     in_default_sweep: bool = True
+    reads_term_bags: bool = True
 
     def make_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The settings dataclass from plain values, refusing unknown keys in one line."""
@@ -140,9 +144,15 @@ def register(method: Method) -> Method:
     return method
 
 
-def default_methods() -> list[str]:
-    """The methods ``methods: null`` runs: every registered one that sweeps by default."""
-    return [name for name, method in METHODS.items() if method.in_default_sweep]
+def default_methods(term_bags: bool = False) -> list[str]:
+    """The methods ``methods: null`` runs: every registered one that sweeps by default; with ``term_bags`` (text, a
+    bundle fed term ids and weights) only those whose artifact reads them."""
+    return [m.name for m in METHODS.values() if m.in_default_sweep and (m.reads_term_bags or not term_bags)]
+
+
+def dense_only_methods() -> list[str]:
+    """The default sweep's methods whose first layer reads whole dense rows (left out of a text run's default)."""
+    return sorted(set(default_methods()) - set(default_methods(term_bags=True)))
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """The quantization report as files (``report.json``, ``report.md``) and in TensorBoard.
 
-TensorBoard gets per-method scalars ``quant/<method>/...``, the Markdown table as text, a bar
-chart of size, accuracy and latency, and one HParams run per method for the HParams dashboard.
+TensorBoard gets the Markdown table as text, a bar chart of size, accuracy and latency, and one HParams run per
+row: the HParams table lists the rows, and each measure is one scalar chart (``quant/<measure>``) with every row
+beside the others (a run each), instead of a chart per row and measure.
 """
 
 from __future__ import annotations
@@ -62,13 +63,40 @@ def markdown_table(rows: Sequence[Row]) -> str:
     )
 
 
-def report_markdown(rows: Sequence[Row], decision: Mapping[str, Any] | None = None) -> str:
+def report_markdown(
+    rows: Sequence[Row], decision: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None
+) -> str:
     """The table of :func:`markdown_table`, the machine it was measured on, the size-accuracy frontier (rows with
-    validation accuracy) and the decision (recommended row, per-layer sensitivity, fallbacks) when there is one."""
+    validation accuracy), the decision (recommended row, per-layer sensitivity, fallbacks) when there is one, and
+    the job's stages (:func:`job_markdown`) when given."""
     text = markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
+    if job and job.get("left_out"):
+        text += "\n" + job["left_out"] + "\n"
     if _has_validation(rows):
         text += "\n" + frontier_markdown(frontier_rows(rows)) + "\n"
-    return text + (decision_markdown(decision) if decision else "")
+    text += decision_markdown(decision) if decision else ""
+    return text + ("\n" + job_markdown(job) if job and job.get("stages") else "")
+
+
+def job_markdown(job: Mapping[str, Any]) -> str:
+    """The job's stages in the order they ran, with their seconds and share.
+
+    >>> print(job_markdown({"stages": {"fit": 3.0, "evaluate": 1.0}}))
+    ## The job, stage by stage
+    <BLANKLINE>
+    | stage | seconds | share |
+    |---|---|---|
+    | fit | 3.00 | 75% |
+    | evaluate | 1.00 | 25% |
+    | total | 4.00 | 100% |
+    <BLANKLINE>
+    """
+    stages = job["stages"]
+    total = sum(stages.values()) or 1.0
+    lines = ["## The job, stage by stage", "", "| stage | seconds | share |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} | {seconds / total:.0%} |" for name, seconds in stages.items()]
+    lines.append(f"| total | {sum(stages.values()):.2f} | 100% |")
+    return "\n".join(lines) + "\n"
 
 
 def _has_validation(rows: Sequence[Row]) -> bool:
@@ -174,12 +202,21 @@ def _notes(row: Row) -> str:
     return "; ".join(notes)
 
 
-def write_report(rows: Sequence[Row], folder: str | os.PathLike, decision: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    rows: Sequence[Row],
+    folder: str | os.PathLike,
+    decision: Mapping[str, Any] | None = None,
+    job: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``report.json`` (``{"machine": ..., "methods": rows}``, plus ``recommendation`` and
-    ``sensitivity`` with a decision) and ``report.md`` into ``folder`` atomically; return the JSON path."""
+    ``sensitivity`` with a decision, ``job`` (stage seconds, methods left out) when given) and ``report.md`` into
+    ``folder`` atomically; return the JSON path."""
     folder = Path(folder)
-    atomic_write(folder / "report.md", ("# Quantization report\n\n" + report_markdown(rows, decision)).encode())
+    text = "# Quantization report\n\n" + report_markdown(rows, decision, job)
+    atomic_write(folder / "report.md", text.encode())
     report = {"machine": machine_info(), "methods": list(rows), **(decision or {})}
+    if job:
+        report["job"] = dict(job)
     if _has_validation(rows):
         report["frontier"] = frontier_rows(rows)
     return atomic_write(folder / "report.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -223,11 +260,9 @@ def sensitivity_figure(method: str, layers: Sequence[Row]) -> Figure:
 def log_tensorboard(
     writer: SummaryWriter, rows: Sequence[Row], step: int = 0, decision: Mapping[str, Any] | None = None
 ) -> None:
-    """Scalars ``quant/<method>/...``, the table (with the recommendation) as text, the bar chart, per-layer
-    sensitivity tables and charts, and one HParams run per method."""
-    for row in rows:
-        for tag, value in _scalars(row).items():
-            writer.add_scalar(f"quant/{row['method']}/{tag}", value, step)
+    """The table (with the recommendation) as text, the bar chart, per-layer sensitivity tables and charts, and one
+    HParams run per row (its measures as scalars ``quant/<measure>``: one chart per measure, the rows beside each
+    other)."""
     writer.add_text("quant/report", report_markdown(rows, decision), step)
     writer.add_figure("quant/comparison", report_figure(rows), step)
     if _has_validation(rows):
@@ -245,6 +280,25 @@ def log_tensorboard(
         writer.add_hparams(
             {"method": row["method"], "threads": row["threads"]}, metrics, run_name=f"quant_hparams/{row['method']}"
         )
+    writer.flush()
+
+
+def log_job(
+    writer: SummaryWriter, rows: Sequence[Row], decision: Mapping[str, Any] | None, job: Mapping[str, Any], step: int
+) -> None:
+    """What the job adds after the report: the whole report again as text (with the bundle's end to end), the
+    bundle's fresh-process footprint as scalars, and the stages' seconds (a table, and ``job/<stage>_s``)."""
+    writer.add_text("quant/report", report_markdown(rows, decision, job), step)
+    deployment = (decision or {}).get("deployment") or {}
+    if deployment:
+        writer.add_text("quant/end_to_end", end_to_end_markdown(deployment), step)
+        for key, value in deployment.get("footprint", {}).items():
+            if key in ("peak_rss_bytes", "import_load_s", "first_predict_s"):
+                writer.add_scalar(f"quant/bundle/{key}", value, step)
+    if job.get("stages"):
+        writer.add_text("job/stages", job_markdown(job), step)
+        for name, seconds in job["stages"].items():
+            writer.add_scalar(f"job/{name.replace(' ', '_')}_s", seconds, step)
     writer.flush()
 
 

@@ -259,4 +259,5 @@ def torch_method(
         summary=summary,
         max_relative_error=max_relative_error,
         fake_quantize=fake_quantize,
+        reads_term_bags=codec.fp32_weight and codec.input_dtype == torch.float32,  # as TorchRunner's first layer
     )

@@ -55,7 +55,7 @@ def test_ddp_two_cpu_processes(mnist_root: Path, tmp_path: Path):
     report = tmp_path / "mnist_logistic" / "version_0" / "quantization"
     written = ["bundle", "dynamic_int8.pt", "fp32.pt", "report.json", "report.md"]  # bundle: the recommended row
     assert sorted(p.name for p in report.iterdir()) == written
-    assert (proc.stdout + proc.stderr).count("Quantization report (2 methods") == 1
+    assert (proc.stdout + proc.stderr).count("Quantization report (2 rows") == 1
     assert sorted(p.name for p in (tmp_path / "mnist_logistic").iterdir()) == ["version_0"]
 
 
@@ -65,7 +65,7 @@ def test_ddp_two_cpu_processes_text(tmp_path: Path):
     prune = "--trainer.callbacks.prune={sizes: [{terms: 12, hidden: 8}], epochs: 2, methods: [fp32]}"
     proc = run_ddp([*text_args(corpus, tmp_path, "--trainer.max_epochs", "2"), *QUANT_ARGS, prune])
     output = proc.stdout + proc.stderr
-    assert output.count("Quantization report (3 methods") == 1  # the pruned model fine-tuned once, on rank zero
+    assert output.count("Quantization report (3 rows") == 1  # the pruned model fine-tuned once, on rank zero
     assert output.count("Vocabulary pruning to 12 terms and 8 units") == 1
     checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1 and "TextDataModule" in checkpoint

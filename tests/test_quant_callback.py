@@ -96,14 +96,17 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for method in default_methods():
-        for tag in ("size_bytes", "size_ratio", "memory_bytes", "accuracy", "latency_ms_bs1", "speedup_bs1"):
-            assert f"quant/{method}/{tag}" in scalars
-    assert "quant/report/text_summary" in events.Tags()["tensors"]
+    assert not any(tag.startswith("quant/fp32/") for tag in scalars)  # no chart per row and measure
+    assert {"job/fit_s", "job/evaluate_s", "job/latency_s", "job/write_s"} <= scalars  # the stages' seconds
+    assert {"quant/report/text_summary", "job/stages/text_summary"} <= set(events.Tags()["tensors"])
     assert "quant/comparison" in events.Tags()["images"]
-    hparams = EventAccumulator(str(log_dir / "quant_hparams" / "dynamic_int8"))
-    hparams.Reload()
-    assert "_hparams_/session_start_info" in hparams.PluginTagToContent("hparams")
+    for method in default_methods():  # one run per row: a chart per measure holds every row
+        hparams = EventAccumulator(str(log_dir / "quant_hparams" / method))
+        hparams.Reload()
+        assert "_hparams_/session_start_info" in hparams.PluginTagToContent("hparams")
+        measures = ("size_bytes", "size_ratio", "memory_bytes", "accuracy", "latency_ms_bs1", "speedup_bs1")
+        assert {f"quant/{tag}" for tag in measures} <= set(hparams.Tags()["scalars"])
+    assert list(report["job"]["stages"])[:2] == ["fit", "data"] and report["job"]["stages"]["latency"] > 0
 
 
 def test_fast_dev_run_falls_back_to_final_weights(mnist_root, tmp_path):

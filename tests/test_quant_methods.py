@@ -3,6 +3,7 @@ and models that are not a flat Linear stack."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 
@@ -20,6 +21,7 @@ from quantization import (
     save_artifact,
 )
 from quantization.measure import MeasureSettings, latency_inputs, measure_methods, time_calls
+from quantization.registry import default_methods, dense_only_methods
 from tests.helpers import ResidualNet
 
 INT8 = [name for name in METHODS if "int8" in name]
@@ -166,10 +168,11 @@ def test_measure_methods_rows(inputs, data):
     assert [a.method for a in artifacts] == ["fp32", "onnx_dynamic_int8", "fp16"]
     fp32 = rows[0]
     assert fp32["agreement"] == 1.0 and fp32["accuracy_delta"] == 0.0 and fp32["size_ratio"] == 1.0
+    assert fp32["timed_as"] == "onnx" and "timed_as" not in rows[1]  # fp32 timed as a bundle ships it
     assert rows[1]["settings"] == {"weights": "int7", "per_channel": True} and fp32["settings"] == {}
     for row in rows:
         assert set(row["latency_ms"]) == {"1", "40"} and row["threads"] == 1
-        assert all(t["p90"] >= t["median"] > 0 for t in row["latency_ms"].values())
+        assert all(t["p90"] >= t["median"] > 0 and t["calls"] >= 10 for t in row["latency_ms"].values())
         assert row["slower_than_fp32"] == [int(n) for n, s in row["speedup"].items() if s < 1]
 
 
@@ -199,3 +202,14 @@ def test_time_calls_restores_thread_count(inputs, data):
     timing = time_calls(runner, inputs[:1], num_threads=1, min_run_time_s=0.005)
     assert timing["median"] > 0
     assert torch.get_num_threads() == threads
+
+
+def test_text_default_keeps_the_methods_whose_artifact_reads_term_bags(inputs, data):
+    # What the registry says of each method is what its loaded artifact does when fed a text's term bag.
+    sparse = dataclasses.replace(data, sparse_input=True)
+    for name in default_methods():
+        artifact = quantize(tiny_net(), name, sparse)
+        runner = METHODS[name].load(artifact.data, tiny_net(), 1)
+        assert runner.sparse_input == METHODS[name].reads_term_bags, name
+    assert dense_only_methods() == ["bf16", "dynamic_int8", "fixed_scale_int8", "fp16", "weight_only_int8"]
+    assert set(default_methods(term_bags=True)) == set(default_methods()) - set(dense_only_methods())
