@@ -42,8 +42,9 @@ def imdb_root(tmp_path: Path) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The table of README commands (tests/test_readme.py): exit code and seconds in a terminal and piped, one line
-    each, from the properties its tests recorded (they reach the summary from xdist workers too)."""
+    """The table of documented commands (tests/test_readme.py): exit code and seconds in a terminal and piped, one
+    line each, named by page and line, from the properties its tests recorded (they reach the summary from xdist
+    workers too)."""
     found: dict[int, dict[str, tuple]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -53,10 +54,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
                     found.setdefault(index, {})[mode] = tuple(figures)
     if not found:
         return
-    terminalreporter.write_line("README commands: exit code in a terminal / piped, seconds in a terminal / piped")
+    terminalreporter.write_line("Documented commands: exit code in a terminal / piped, seconds in a terminal / piped")
     for index in sorted(found):
         modes = [found[index].get(mode) for mode in MODES]
         codes = " / ".join("-" if m is None else str(m[0]) for m in modes)
         seconds = " / ".join("-" if m is None else str(m[1]) for m in modes)
-        number, shown = next(m for m in modes if m is not None)[2:]
-        terminalreporter.write_line(f"  {codes:>7}  {seconds:>9} s  README:{number}  {shown}")
+        where, shown = next(m for m in modes if m is not None)[2:]
+        terminalreporter.write_line(f"  {codes:>7}  {seconds:>9} s  {where}  {shown}")

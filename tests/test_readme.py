@@ -1,14 +1,15 @@
-"""Every command README documents works as a user types it: each ``python cli.py ...`` and ``make ...`` line
-of its shell code blocks, in README order, exits 0 with no traceback, once in a terminal (the progress bar live)
-and once with its output piped to a file.
+"""Every command the README and the docs document works as a user types it: each ``python cli.py ...`` and
+``make ...`` line of their shell code blocks, README first and then ``docs/*.md`` by name (a command documented
+twice runs once, where it comes first), exits 0 with no traceback, once in a terminal (the progress bar live) and
+once with its output piped to a file. Every relative link of the same pages leads to a file and heading that exist.
 
 Each of the two runs works in its own copy of the repository (the tracked files, and the environment ``make``
 built), beside which ``../shared/data`` is the offline mirror and in which ``data/`` holds what the loaders would
 download (MNIST) or read by default (``data/corpus.csv``: the tweets), and ``texts.txt`` a few tweets to predict.
 Commands run in a shell where ``.venv`` is active, as README asks (``source .venv/bin/activate``), so ``python``
 is the environment's whatever the caller's ``PATH`` holds. The only changes to a command are appended overrides
-that cap its epochs (``tests/readme_commands.py``), or the quick run its README comment names. The two runs go
-side by side; the table of commands and exit codes ends the run's summary whatever the outcome.
+that cap its epochs (``tests/readme_commands.py``), or the quick run its comment names. The two runs go side by
+side; the table of commands (each by page and line) and exit codes ends the run's summary whatever the outcome.
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, mirror_path
-from tests.readme_commands import MODES, README_COMMAND, readme_commands
+from tests.readme_commands import (
+    MODES,
+    NEEDS_QUICK_RUN,
+    README_COMMAND,
+    broken_link,
+    documented_commands,
+    documented_pages,
+    relative_links,
+)
 
-COMMANDS = readme_commands(REPO / "README.md")
+COMMANDS = documented_commands(REPO)
 _TIMEOUT_S = 900  # one command; the longest (a text fit with its report) takes about a minute
 
 
@@ -39,12 +48,31 @@ class Result:
     seconds: float
 
 
-def test_readme_documents_the_commands_this_test_runs():
+def test_docs_document_the_commands_this_test_runs():
     lines = [c.line for c in COMMANDS]
     assert any(line.startswith("python cli.py fit -c configs/mnist_logistic.yaml") and "qat" in line for line in lines)
     assert {"make fit", "make test", "make bench"} <= {" ".join(line.split()[:2]) for line in lines}
+    assert {c.page for c in COMMANDS} > {"README.md"}, "the docs pages' commands run too"
     assert "source .venv/bin/activate" in (REPO / "README.md").read_text("utf-8"), "the commands below assume it"
     assert all(not any(part in c.line for part in ("...", "<", ">")) for c in COMMANDS), "placeholders in a command"
+    slow = [c.where for c in COMMANDS if c.line.startswith(NEEDS_QUICK_RUN) and c.quick is None]
+    assert not slow, f"name a quick run in the comment (`# ...; quick run: `...``) of {slow}"
+
+
+def test_every_relative_link_leads_to_a_file_and_heading():
+    broken = [
+        f"{page}:{number}: {why}"
+        for page in documented_pages(REPO)
+        for number, target in relative_links(REPO / page)
+        if (why := broken_link(REPO / page, target))
+    ]
+    assert not broken, "\n".join(broken)
+
+
+def test_readme_names_every_config():
+    readme = (REPO / "README.md").read_text("utf-8")
+    unnamed = [path.as_posix() for path in sorted(REPO.glob("configs/*.yaml")) if f"configs/{path.name}" not in readme]
+    assert not unnamed, f"name each config in README's Configs list: {unnamed}"
 
 
 def scratch_repository(root: Path, mirror: Path) -> Path:
@@ -125,11 +153,11 @@ def results(tmp_path_factory) -> dict[str, list[Result]]:
 @pytest.mark.slow
 @pytest.mark.real_data
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[f"README:{c.number}" for c in COMMANDS])
+@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[c.where for c in COMMANDS])
 def test_readme_command_exits_zero(results: dict[str, list[Result]], mode: str, index: int, record_property):
     command, result = COMMANDS[index], results[mode][index]
     shown = command.line if command.quick is None else f"{command.line}  [quick run: {command.quick}]"
-    record_property(README_COMMAND, (index, mode, result.returncode, round(result.seconds), command.number, shown))
+    record_property(README_COMMAND, (index, mode, result.returncode, round(result.seconds), command.where, shown))
     tail = result.output[-3000:]
     assert result.returncode == 0, f"{command.to_run()}\n{tail}"
     assert "Traceback" not in result.output, f"{command.to_run()}\n{tail}"
