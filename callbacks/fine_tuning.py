@@ -40,10 +40,13 @@ class FineTuneSettings:
         epochs: Fine-tuning epochs, starting from the best checkpoint.
         lr_scale: The recipe's optimizer runs at this fraction of its learning rate, cosine-annealed to 0 over
             ``epochs``.
+        examples_per_epoch: At most this many training examples an epoch (a fresh shuffled sample each epoch), so a
+            fine-tuning costs a bounded share of a large corpus's fit; ``None``: the whole training split.
     """
 
     epochs: int
     lr_scale: float
+    examples_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         kind = self.kind()
@@ -51,6 +54,9 @@ class FineTuneSettings:
             raise ValueError(f"Expected `{kind}.epochs` an integer >= 1, got {self.epochs!r}.")
         if not (isinstance(self.lr_scale, (int, float)) and math.isfinite(self.lr_scale) and self.lr_scale > 0):
             raise ValueError(f"Expected `{kind}.lr_scale` > 0, got {self.lr_scale!r}.")
+        examples = self.examples_per_epoch
+        if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+            raise ValueError(f"Expected `{kind}.examples_per_epoch` an integer >= 1 or null, got {examples!r}.")
 
     @classmethod
     def kind(cls) -> str:
@@ -174,6 +180,9 @@ def fine_tune(
         for name in ("limit_train_batches", "limit_val_batches")
         if getattr(trainer, name) != 1.0  # the main run's limits hold here too
     }
+    if settings.examples_per_epoch is not None and "limit_train_batches" not in limits:
+        # The loader shuffles anew each epoch (its sampler is seeded by the epoch), so each epoch's sample differs.
+        limits["limit_train_batches"] = max(1, math.ceil(settings.examples_per_epoch / datamodule.hparams.batch_size))
     close_live_display(trainer, trainer.lightning_module)
     rank_zero_info(f"{title}: {settings.epochs} epoch(s) in {folder}")
     inner = Trainer(

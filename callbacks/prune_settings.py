@@ -12,7 +12,7 @@ from callbacks.fine_tuning import FineTuneSettings
 from quantization import check_methods
 from quantization.pruning import IMPORTANCE
 
-_KEYS = ("sizes", "methods", "importance", "epochs", "lr_scale")
+_KEYS = ("sizes", "methods", "importance", "epochs", "lr_scale", "examples_per_epoch")
 
 
 @dataclass(frozen=True)
@@ -20,20 +20,34 @@ class PruneSize:
     """One pruned model: the terms of the vocabulary it keeps, and the units of the first hidden layer.
 
     Args:
-        terms: Vocabulary terms (first-layer columns) kept, the most important first.
+        terms: Vocabulary terms (first-layer columns) kept, the most important first: a count (an integer >= 1), or
+            a share of the vocabulary (a number between 0 and 1, e.g. ``0.08``), so the size follows the corpus.
         hidden: Units of the first hidden layer kept; ``None`` keeps them all (as does a model without one).
     """
 
-    terms: int
+    terms: int | float
     hidden: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.terms, bool) or not isinstance(self.terms, int) or self.terms < 1:
-            raise ValueError(f"Expected `prune.sizes[].terms` an integer >= 1, got {self.terms!r}.")
+        share = isinstance(self.terms, float) and 0 < self.terms < 1
+        count = isinstance(self.terms, int) and not isinstance(self.terms, bool) and self.terms >= 1
+        if not (share or count):
+            raise ValueError(
+                f"Expected `prune.sizes[].terms` an integer >= 1 or a share of the vocabulary between 0 and 1, "
+                f"got {self.terms!r}."
+            )
         if self.hidden is not None and (
             isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1
         ):
             raise ValueError(f"Expected `prune.sizes[].hidden` an integer >= 1 or null, got {self.hidden!r}.")
+
+    def count(self, vocabulary: int) -> int:
+        """The terms kept of a ``vocabulary``-term model.
+
+        >>> PruneSize(0.08).count(24_659), PruneSize(2000).count(24_659)
+        (1973, 2000)
+        """
+        return max(1, round(self.terms * vocabulary)) if isinstance(self.terms, float) else self.terms
 
 
 @dataclass(frozen=True)
@@ -44,11 +58,14 @@ class PruneSettings(FineTuneSettings):
         sizes: One pruned model per entry (:class:`PruneSize`); an entry that keeps the whole vocabulary is skipped.
         methods: Each pruned model is quantized with these (``fp32`` too when named) and measured as its own row.
         importance: How the kept terms are chosen (``quantization.pruning.input_importance``): ``weight`` (the
-            norm of the term's first-layer weights; measured best after fine-tuning here, see the README),
+            norm of the term's first-layer weights; measured best after fine-tuning here, see docs/text.md),
             ``weight_x_input``, ``weight_x_rms_input`` or ``frequency``.
         epochs: Fine-tuning epochs of each pruned model, from the best checkpoint's weights.
         lr_scale: The recipe's learning rate times this, cosine-annealed to 0 over ``epochs``: 1/2 (1/8, QAT's,
             recovered less of what hidden-unit pruning costs on the 14-section Debian corpus).
+        examples_per_epoch: Each fine-tuning epoch reads at most this many training examples (a new random sample
+            every epoch): 32,768 leaves the tweets and the Debian corpus whole (16,200 and 10,400 training texts) and
+            bounds a large corpus's fine-tuning to a share of its fit; ``None``: the whole split.
     """
 
     sizes: tuple[PruneSize, ...] = ()
@@ -56,6 +73,7 @@ class PruneSettings(FineTuneSettings):
     importance: str = "weight"
     epochs: int = 4
     lr_scale: float = 0.5
+    examples_per_epoch: int | None = 32_768
 
     def __post_init__(self) -> None:
         super().__post_init__()

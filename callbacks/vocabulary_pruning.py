@@ -71,14 +71,15 @@ def pruned_shape(net: nn.Module, size: PruneSize) -> tuple[int, int | None, str]
     """The terms and hidden units ``size`` keeps of ``net`` (``None`` units: all), and the rows' name suffix;
     ``None`` when it keeps the whole vocabulary."""
     vocabulary = first_layer(net).in_features
-    if size.terms >= vocabulary:
+    terms = size.count(vocabulary)
+    if terms >= vocabulary:
         return None
     try:
         units = net[hidden_layer(net)].in_features
     except ValueError:  # no hidden layer (a logistic regression): only terms are pruned
         units = None
     hidden = size.hidden if units is not None and size.hidden is not None and size.hidden < units else None
-    return size.terms, hidden, f"prune{size.terms}" + (f"x{hidden}" if hidden is not None else "")
+    return terms, hidden, f"prune{terms}" + (f"x{hidden}" if hidden is not None else "")
 
 
 def narrower(pl_module: LightningModule, input_dim: int, hidden: int | None) -> LightningModule:
@@ -185,6 +186,7 @@ def _fine_tune(
     """Fine-tune ``pruned`` in a narrower copy of ``pl_module`` on the kept columns of the run's batches."""
     chosen = {"columns": columns.tolist(), "units": None if units is None else units.tolist()}
     tuning = {"importance": settings.importance, "epochs": settings.epochs, "lr_scale": settings.lr_scale}
+    tuning["examples_per_epoch"] = settings.examples_per_epoch
     folder = digest_folder(root, "prune", name, pruned, [tuning, chosen])
     seed_from(folder)
     units_kept = None if units is None else len(units)

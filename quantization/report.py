@@ -223,11 +223,12 @@ def write_report(
 
 
 def report_figure(rows: Sequence[Row]) -> Figure:
-    """Bar charts side by side: artifact size, test accuracy, and median latency per batch size."""
-    methods = [row["method"] for row in rows]
+    """Horizontal bars side by side, the rows named once on the left: artifact size, test accuracy, memory held and
+    median latency per batch size (fp32 grey)."""
+    methods = [row["method"] for row in rows][::-1]  # fp32 on top
     sizes = list(rows[0]["latency_ms"])
-    figure = Figure(figsize=(9 + 3 * len(sizes), 4.5), layout="constrained")
-    axes = figure.subplots(1, 3 + len(sizes))
+    figure = Figure(figsize=(9 + 2.5 * len(sizes), 1.5 + 0.25 * len(rows)))
+    axes = figure.subplots(1, 3 + len(sizes), sharey=True)
     panels = [
         ("size (KB)", [r["size_bytes"] / 1024 for r in rows]),
         ("accuracy (%)", [r["accuracy"] * 100 for r in rows]),
@@ -235,25 +236,12 @@ def report_figure(rows: Sequence[Row]) -> Figure:
     ]
     panels += [(f"latency bs{n} (ms)", [r["latency_ms"][n]["median"] for r in rows]) for n in sizes]
     for ax, (title, values) in zip(axes, panels, strict=True):
-        ax.bar(methods, values, color=["0.5", *["C0"] * (len(rows) - 1)])
-        ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+        ax.barh(methods, values[::-1], color=[*["C0"] * (len(rows) - 1), "0.5"])
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
     low = min(r["accuracy"] for r in rows) * 100
-    axes[1].set_ylim(max(0.0, low - 2), min(100.0, max(r["accuracy"] for r in rows) * 100 + 1))
-    return figure
-
-
-def sensitivity_figure(method: str, layers: Sequence[Row]) -> Figure:
-    """Per layer, side by side: validation accuracy lost when only it is quantized, and the logits' SQNR."""
-    figure = Figure(figsize=(9, 3.5), layout="constrained")
-    drop, sqnr = figure.subplots(1, 2)
-    names = [row["layer"] or "(model)" for row in layers]
-    drop.bar(names, [row["accuracy_drop"] for row in layers], color="C3")
-    drop.set_title(f"{method}: val accuracy lost (points)")
-    sqnr.bar(names, [min(row["sqnr_db"], 99.0) for row in layers], color="C0")
-    sqnr.set_title("logit SQNR (dB, higher is safer)")
-    for ax in (drop, sqnr):
-        ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    axes[1].set_xlim(max(0.0, low - 2), min(100.0, max(r["accuracy"] for r in rows) * 100 + 1))
+    figure.subplots_adjust(left=0.16, right=0.99, wspace=0.15, top=0.9, bottom=0.1)
     return figure
 
 
@@ -274,7 +262,6 @@ def log_tensorboard(
         writer.add_text("quant/recommendation", f"**{rec['method']}**: {rec['reason']}", step)
         for method, entry in decision["sensitivity"].items():
             writer.add_text(f"quant/sensitivity/{method}", sensitivity_table(entry["layers"]), step)
-            writer.add_figure(f"quant/sensitivity/{method}", sensitivity_figure(method, entry["layers"]), step)
     for row in rows:
         metrics = {f"quant/{tag}": value for tag, value in _scalars(row).items()}
         writer.add_hparams(

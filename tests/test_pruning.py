@@ -144,16 +144,32 @@ def test_models_that_cannot_be_pruned_are_named(net, call, match):
 @pytest.mark.parametrize(
     ("prune", "match"),
     [
-        ({"size": []}, r"`prune` keys in \(sizes, methods, importance, epochs, lr_scale\), got 'size'"),
+        (
+            {"size": []},
+            r"`prune` keys in \(sizes, methods, importance, epochs, lr_scale, examples_per_epoch\), got 'size'",
+        ),
         ({"sizes": [2000]}, r"each of `prune.sizes` as \{terms: <int>, hidden: <int or null>\}, got 2000"),
-        ({"sizes": [{"terms": 0}]}, r"`prune.sizes\[\].terms` an integer >= 1, got 0"),
+        ({"sizes": [{"terms": 0}]}, r"`prune.sizes\[\].terms` an integer >= 1 or a share .* between 0 and 1, got 0"),
+        ({"sizes": [{"terms": 1.5}]}, r"`prune.sizes\[\].terms` an integer >= 1 or a share .*, got 1.5"),
         ({"sizes": [{"terms": 10, "hidden": 0}]}, r"`prune.sizes\[\].hidden` an integer >= 1 or null, got 0"),
         ({"importance": "norm"}, r"`prune.importance` to be one of \(weight, weight_x_input"),
         ({"methods": ["int9"]}, r"Expected `methods` to be a list of .* got 'int9'"),
         ({"epochs": 0}, r"`prune.epochs` an integer >= 1, got 0"),
         ({"lr_scale": 0}, r"`prune.lr_scale` > 0, got 0"),
+        ({"examples_per_epoch": 0}, r"`prune.examples_per_epoch` an integer >= 1 or null, got 0"),
     ],
-    ids=["key", "size-not-a-mapping", "terms", "hidden", "importance", "method", "epochs", "lr_scale"],
+    ids=[
+        "key",
+        "size-not-a-mapping",
+        "terms",
+        "share",
+        "hidden",
+        "importance",
+        "method",
+        "epochs",
+        "lr_scale",
+        "examples_per_epoch",
+    ],
 )
 def test_prune_settings_are_validated(prune, match):
     with pytest.raises(ValueError, match=match):
@@ -179,12 +195,15 @@ def test_only_text_data_is_pruned_and_a_model_without_hidden_layer_keeps_its_uni
     expected = [(10, 8, "prune10x8"), (10, None, "prune10"), (10, None, "prune10"), None]  # 64 >= 16 units: all
     assert [pruned_shape(mlp, size) for size in sizes] == expected
     assert pruned_shape(nn.Linear(40, 2), PruneSize(10, 8)) == (10, None, "prune10")  # logistic regression: terms
+    assert pruned_shape(mlp, PruneSize(0.25, 8)) == (10, 8, "prune10x8")  # a share of the 40-term vocabulary
+    assert pruned_shape(mlp, PruneSize(0.999, 8)) is None  # rounds to the whole vocabulary
     module = narrower(MLP(input_dim=40, hidden_sizes=[16, 8], dropout=0.25), 10, 4)
     assert (module.net[0].in_features, module.net[0].out_features, module.net[3].out_features) == (10, 4, 8)
     assert module.hparams["input_dim"] == 10 and module.hparams["hidden_sizes"] == [4, 8]
 
 
-PRUNE = "{sizes: [{terms: 12, hidden: 8}, {terms: 40}], epochs: 3, methods: [fp32, onnx_static_int8]}"
+PRUNE = "{sizes: [{terms: 12, hidden: 8}, {terms: 40}], epochs: 3, methods: [fp32, onnx_static_int8]"
+PRUNE += ", examples_per_epoch: 40}"
 
 
 def pruning_args(corpus: Path, out: Path, *extra: str, checkpoints_in_run: bool = False) -> list[str]:
@@ -242,6 +261,8 @@ def test_a_text_run_reports_fine_tuned_pruned_rows_beside_the_model(pruned_run):
     (tuned,) = (run / "prune" / "prune12x8").iterdir()
     checkpoint = torch.load(tuned / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["state_dict"]["net.0.weight"].shape == (8, 12)
+    batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"]
+    assert batches == 3 * 5  # examples_per_epoch 40: 5 batches of 8 an epoch, of the split's 21
     assert checkpoint["hyper_parameters"]["input_dim"] == 12 and row["prune_checkpoint"] == str(
         tuned / "checkpoints" / "last.ckpt")  # fmt: skip
     best = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["net.0.weight"]
