@@ -125,6 +125,15 @@ def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, fl
     return logits, float(multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro"))
 
 
+def one_per_call(batches: Sequence[Batch]) -> list[Batch]:
+    """Each example of ``batches`` as a batch of its own, in order: what a served request is.
+
+    >>> [x.tolist() for x, _ in one_per_call([(torch.eye(2), torch.tensor([0, 1]))])]
+    [[[1.0, 0.0]], [[0.0, 1.0]]]
+    """
+    return [(x.index_select(0, torch.tensor([i])), y[i : i + 1]) for x, y in batches for i in range(len(y))]
+
+
 def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
     """Predicted classes over all ``batches`` and their accuracy (:func:`evaluate`)."""
     logits, accuracy = evaluate(runner, batches)
@@ -263,9 +272,12 @@ def evaluate_candidates(
         if candidate.method == BASELINE:  # fp32, and fp32 rows of other weights (pruned, QAT), ship as ONNX
             shipped = shippable(artifact, int(reads.data.example.shape[1]), reads.data.sparse_input)
             timed = OrtRunner(shipped.data, settings.num_threads) if shipped is not artifact else runner
-        row, predictions = _accuracy_row(
-            artifact, runner, timed, reads.batches, reads.val_batches if val_batches else (), settings, shipped
-        )
+        test, val = reads.batches, reads.val_batches if val_batches else ()
+        if METHODS[candidate.method].activations_per_call:  # its labels depend on the call's other examples
+            test, val = one_per_call(test), one_per_call(val)
+        row, predictions = _accuracy_row(artifact, runner, timed, test, val, settings, shipped)
+        if METHODS[candidate.method].activations_per_call:
+            row["evaluated_batch_size"] = 1
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
         row["sparse_input"] = bool(reads.data.sparse_input and timed.sparse_input)
         if shipped is not artifact:

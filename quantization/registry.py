@@ -103,6 +103,9 @@ class Method:
         reads_term_bags: Whether its artifact's first layer can read a text's term ids and weights (an embedding bag
             over the terms present) rather than whole vocabulary-wide rows; text runs leave the others out of
             ``methods: null`` (:func:`default_methods`).
+        activations_per_call: Whether it quantizes activations with a scale computed from each call's inputs, so a
+            label can depend on the other examples of the call: the report evaluates it one example a call, as a
+            request is served.
     """
 
     name: str
@@ -117,6 +120,7 @@ class Method:
     fake_quantize: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
     in_default_sweep: bool = True
     reads_term_bags: bool = True
+    activations_per_call: bool = False
 
     def make_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The settings dataclass from plain values, refusing unknown keys in one line."""

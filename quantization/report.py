@@ -186,6 +186,8 @@ def sensitivity_table(layers: Sequence[Row]) -> str:
 
 def _notes(row: Row) -> str:
     notes = [", ".join(f"{key}: {value}" for key, value in row["settings"].items())] if row.get("settings") else []
+    if row.get("evaluated_batch_size") == 1:
+        notes.append("activations quantized per call: accuracy one example a call, as served")
     if row["slower_than_fp32"]:
         notes.append("slower than fp32 at batch " + ", ".join(str(n) for n in row["slower_than_fp32"]))
     if "saturated_fraction" in row:

@@ -20,7 +20,7 @@ from quantization import (
     quantize,
     save_artifact,
 )
-from quantization.measure import MeasureSettings, latency_inputs, measure_methods, time_calls
+from quantization.measure import MeasureSettings, latency_inputs, measure_methods, one_per_call, predict, time_calls
 from quantization.registry import default_methods, dense_only_methods
 from tests.helpers import ResidualNet
 
@@ -169,6 +169,10 @@ def test_measure_methods_rows(inputs, data):
     fp32 = rows[0]
     assert fp32["agreement"] == 1.0 and fp32["accuracy_delta"] == 0.0 and fp32["size_ratio"] == 1.0
     assert fp32["timed_as"] == "onnx" and "timed_as" not in rows[1]  # fp32 timed as a bundle ships it
+    # Activations quantized per call: evaluated one example a call, as requests are served.
+    assert rows[1]["evaluated_batch_size"] == 1 and "evaluated_batch_size" not in rows[2]
+    runner = METHODS["onnx_dynamic_int8"].load(artifacts[1].data, None, 1)
+    assert rows[1]["accuracy"] == predict(runner, one_per_call(batches))[1]
     assert rows[1]["settings"] == {"weights": "int7", "per_channel": True} and fp32["settings"] == {}
     for row in rows:
         assert set(row["latency_ms"]) == {"1", "40"} and row["threads"] == 1

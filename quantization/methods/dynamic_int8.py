@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -71,11 +71,14 @@ def _decode(tensors: dict[str, torch.Tensor], spec: dict[str, Any]) -> nn.Module
 
 
 METHOD = register(
-    torch_method(
-        "dynamic_int8",
-        DynamicInt8Settings,
-        LinearCodec(_encode, _decode),
-        summary="torch quantize_dynamic: int8 weights, activations quantized per call (fbgemm)",
-        max_relative_error=0.05,  # int8 weights (step max/127) and 7-bit activations (range/127): ~1 % per layer
+    replace(
+        torch_method(
+            "dynamic_int8",
+            DynamicInt8Settings,
+            LinearCodec(_encode, _decode),
+            summary="torch quantize_dynamic: int8 weights, activations quantized per call (fbgemm)",
+            max_relative_error=0.05,  # int8 weights (step max/127) and 7-bit activations (range/127): ~1 % per layer
+        ),
+        activations_per_call=True,
     )
 )

@@ -6,7 +6,7 @@ default so the artifact is exact on every x86 CPU (see ``_onnx_int8``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from onnxruntime.quantization import quantize_dynamic
@@ -31,11 +31,14 @@ def _convert(
 
 
 METHOD = register(
-    onnx_method(
-        "onnx_dynamic_int8",
-        OnnxDynamicInt8Settings,
-        _convert,
-        summary="ONNX Runtime quantize_dynamic: int8 weights, activations quantized per call",
-        max_relative_error=0.05,  # 7-bit weights (step max/64) and 8-bit activations (range/255): ~1 % per layer
+    replace(
+        onnx_method(
+            "onnx_dynamic_int8",
+            OnnxDynamicInt8Settings,
+            _convert,
+            summary="ONNX Runtime quantize_dynamic: int8 weights, activations quantized per call",
+            max_relative_error=0.05,  # 7-bit weights (step max/64) and 8-bit activations (range/255): ~1 % per layer
+        ),
+        activations_per_call=True,
     )
 )
