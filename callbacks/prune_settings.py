@@ -23,10 +23,13 @@ class PruneSize:
         terms: Vocabulary terms (first-layer columns) kept, the most important first: a count (an integer >= 1), or
             a share of the vocabulary (a number between 0 and 1, e.g. ``0.08``), so the size follows the corpus.
         hidden: Units of the first hidden layer kept; ``None`` keeps them all (as does a model without one).
+        share: With a count, keep this share of the vocabulary instead when it is more terms (a large vocabulary's
+            pruned model keeps as large a part of it as a small one's); ``None``: the count alone.
     """
 
     terms: int | float
     hidden: int | None = None
+    share: float | None = None
 
     def __post_init__(self) -> None:
         share = isinstance(self.terms, float) and 0 < self.terms < 1
@@ -40,14 +43,17 @@ class PruneSize:
             isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1
         ):
             raise ValueError(f"Expected `prune.sizes[].hidden` an integer >= 1 or null, got {self.hidden!r}.")
+        if self.share is not None and not (isinstance(self.share, float) and 0 < self.share < 1):
+            raise ValueError(f"Expected `prune.sizes[].share` a number between 0 and 1 or null, got {self.share!r}.")
 
     def count(self, vocabulary: int) -> int:
         """The terms kept of a ``vocabulary``-term model.
 
-        >>> PruneSize(0.08).count(24_659), PruneSize(2000).count(24_659)
-        (1973, 2000)
+        >>> PruneSize(0.08).count(24_659), PruneSize(2000).count(24_659), PruneSize(2000, share=0.08).count(100_000)
+        (1973, 2000, 8000)
         """
-        return max(1, round(self.terms * vocabulary)) if isinstance(self.terms, float) else self.terms
+        count = max(1, round(self.terms * vocabulary)) if isinstance(self.terms, float) else self.terms
+        return max(count, round(self.share * vocabulary)) if self.share is not None else count
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,12 @@ class PruneSettings(FineTuneSettings):
             raise ValueError(f"Expected `prune` keys in ({', '.join(_KEYS)}), got {unknown[0]!r}.")
         sizes = []
         for size in values.pop("sizes", None) or ():
-            if not isinstance(size, Mapping) or not set(size) <= {"terms", "hidden"} or "terms" not in size:
+            if not isinstance(size, Mapping) or not set(size) <= {"terms", "hidden", "share"} or "terms" not in size:
                 raise ValueError(
-                    f"Expected each of `prune.sizes` as {{terms: <int>, hidden: <int or null>}}, got {size!r}."
+                    f"Expected each of `prune.sizes` as {{terms: <int>, hidden: <int or null>, share: <0-1 or null>}}, "
+                    f"got {size!r}."
                 )
-            sizes.append(PruneSize(size["terms"], size.get("hidden")))
+            sizes.append(PruneSize(size["terms"], size.get("hidden"), size.get("share")))
         if "methods" in values:
             values["methods"] = tuple(values["methods"] or ())
         return cls(sizes=tuple(sizes), **values)

@@ -148,7 +148,8 @@ def test_models_that_cannot_be_pruned_are_named(net, call, match):
             {"size": []},
             r"`prune` keys in \(sizes, methods, importance, epochs, lr_scale, examples_per_epoch\), got 'size'",
         ),
-        ({"sizes": [2000]}, r"each of `prune.sizes` as \{terms: <int>, hidden: <int or null>\}, got 2000"),
+        ({"sizes": [2000]}, r"each of `prune.sizes` as \{terms: <int>, hidden: <int or null>, share: .*\}, got 2000"),
+        ({"sizes": [{"terms": 9, "share": 2.0}]}, r"`prune.sizes\[\].share` a number between 0 and 1 or null, got 2.0"),
         ({"sizes": [{"terms": 0}]}, r"`prune.sizes\[\].terms` an integer >= 1 or a share .* between 0 and 1, got 0"),
         ({"sizes": [{"terms": 1.5}]}, r"`prune.sizes\[\].terms` an integer >= 1 or a share .*, got 1.5"),
         ({"sizes": [{"terms": 10, "hidden": 0}]}, r"`prune.sizes\[\].hidden` an integer >= 1 or null, got 0"),
@@ -161,6 +162,7 @@ def test_models_that_cannot_be_pruned_are_named(net, call, match):
     ids=[
         "key",
         "size-not-a-mapping",
+        "size-share",
         "terms",
         "share",
         "hidden",
@@ -197,6 +199,8 @@ def test_only_text_data_is_pruned_and_a_model_without_hidden_layer_keeps_its_uni
     assert pruned_shape(nn.Linear(40, 2), PruneSize(10, 8)) == (10, None, "prune10")  # logistic regression: terms
     assert pruned_shape(mlp, PruneSize(0.25, 8)) == (10, 8, "prune10x8")  # a share of the 40-term vocabulary
     assert pruned_shape(mlp, PruneSize(0.999, 8)) is None  # rounds to the whole vocabulary
+    assert pruned_shape(mlp, PruneSize(5, 8, share=0.5)) == (20, 8, "prune20x8")  # the share is more terms here
+    assert pruned_shape(mlp, PruneSize(30, 8, share=0.5)) == (30, 8, "prune30x8")  # the count is
     module = narrower(MLP(input_dim=40, hidden_sizes=[16, 8], dropout=0.25), 10, 4)
     assert (module.net[0].in_features, module.net[0].out_features, module.net[3].out_features) == (10, 4, 8)
     assert module.hparams["input_dim"] == 10 and module.hparams["hidden_sizes"] == [4, 8]
