@@ -155,6 +155,8 @@ class MNISTDataModule(InMemoryDataModule):
             raise ValueError(f"Expected `batch_size` >= 1, got {batch_size}.")
         if num_workers < 0:
             raise ValueError(f"Expected `num_workers` >= 0, got {num_workers}.")
+        if seed < 0:
+            raise ValueError(f"Expected `seed` >= 0, got {seed}.")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.raw_dir = self.data_dir / "MNIST" / "raw"

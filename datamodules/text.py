@@ -135,6 +135,8 @@ class TextDataModule(InMemoryDataModule):
             raise ValueError(f"Expected `batch_size` >= 1, got {batch_size}.")
         if num_workers < 0:
             raise ValueError(f"Expected `num_workers` >= 0, got {num_workers}.")
+        if seed < 0:
+            raise ValueError(f"Expected `seed` >= 0, got {seed}.")
         self.save_hyperparameters()
         self._classes: list[str] | None = list(classes) if classes else None
         self._vectorizer = None

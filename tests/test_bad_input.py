@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from datamodules import MNISTDataModule, TextDataModule
+from datamodules.text_corpus import read_rows
 from modules import MLP, LogisticRegression
 from quantization import QuantizationData, quantize
 from quantization.bundle import write_bundle
@@ -203,3 +206,50 @@ def test_ckpt_path_naming_a_directory_lists_its_checkpoints(mnist_root, tmp_path
         f"error: Checkpoint {tmp_path / 'run'} is a directory (it holds checkpoints/best.ckpt, "
         "checkpoints/last.ckpt). Pass one .ckpt file to --ckpt_path."
     )
+
+
+_CSV = b"text,label\ngood great car,positive\nbad awful road,negative\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "message"),
+    [
+        ("corpus", None, [], r"error: Text file .*corpus is a folder, not a file\. Pass the corpus file inside it"),
+        ("corpus.csv.gz", gzip.compress(_CSV), [], r"error: .*corpus.csv.gz is gzip-compressed\. Decompress it first"),
+        ("corpus.csv", gzip.compress(_CSV), [], r"error: .*corpus.csv is gzip-compressed\. Decompress it first"),
+        ("corpus.csv", _CSV.replace(b",", b"\t"), [],
+         r"error: .*corpus.csv looks tab-separated \(its header 'text\\tlabel' holds tabs, no commas\), but its name "
+         r"ends in \.csv\. Rename it to \.tsv\.$"),
+        ("corpus.csv", _CSV, ["--data.init_args.seed", "-1"], r"error: Expected `seed` >= 0, got -1\.$"),
+    ],
+    ids=["folder", "gzip", "gzip-named-csv", "tab-separated-csv", "negative-seed"],
+)  # fmt: skip
+def test_bad_corpus_round_5(name, content, extra, message, tmp_path, capsys):
+    corpus = tmp_path / name
+    corpus.mkdir() if content is None else corpus.write_bytes(content)
+    args = text_args(corpus, tmp_path / "out", "--trainer.max_epochs", "1", *extra)
+    lines = [line for line in cli_error(capsys, "fit", *args).splitlines() if line != "Seed set to 0"]
+    assert len(lines) == 1 and re.match(message, lines[0]), lines
+    assert content is None or corpus.read_bytes() == content
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("name", ["texts.txt", "texts.jsonl"])
+def test_predict_on_an_empty_file_is_one_line(name, tmp_path, capsys):
+    corpus = write_text_corpus(tmp_path / "corpus.csv")
+    texts = tmp_path / name
+    texts.write_bytes(b"")
+    args = text_args(corpus, tmp_path / "out", "--data.init_args.predict_path", str(texts))
+    lines = [line for line in cli_error(capsys, "predict", *args).splitlines() if line != "Seed set to 0"]
+    assert lines == [
+        f"error: No text to predict in {texts}: the file is empty. Pass a file that holds the texts (one per line, "
+        "or CSV/TSV/JSON Lines rows)."
+    ]
+
+
+def test_json_lines_with_a_byte_order_mark_keep_their_first_row(tmp_path):
+    rows = [{"text": "good great car", "label": "positive"}, {"text": "bad awful road", "label": "negative"}]
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\n" for row in rows).encode())
+    read = read_rows(path, "text", "label")
+    assert read.texts == ["good great car", "bad awful road"] and read.lines == [1, 2] and not read.bad
