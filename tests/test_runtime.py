@@ -58,7 +58,7 @@ def test_a_text_bundle_predicts_in_a_process_without_torch(text, tmp_path, metho
     if method == "fp32":
         assert labels == [dm.classes[i] for i in reference]
     manifest = json.loads((folder / "bundle.json").read_text())
-    assert manifest["runtime"] == "onnxruntime" and manifest["sparse_input"] is True and manifest["version"] == 3
+    assert manifest["runtime"] == "onnxruntime" and manifest["sparse_input"] is True and manifest["version"] == 4
 
 
 def test_an_mnist_bundle_loads_without_torch_and_labels_as_the_checkpoint(mnist_root, tmp_path):
