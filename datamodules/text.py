@@ -32,6 +32,7 @@ from datamodules.text_vectorizer import (
     vectorizer_from_state,
     vectorizer_json_state,
     vocabulary_size,
+    warn_unshared_terms,
 )
 from errors import CheckpointError, DataError
 
@@ -261,6 +262,7 @@ class TextDataModule(InMemoryDataModule):
             ) from err
         self._vectorizer = vectorizer
         self._datasets["train"] = self._dataset_of("train", train, features)
+        warn_unshared_terms(vectorizer, self.split_rows("val"), h.token_pattern)
 
     def _read_splits(self) -> None:
         if self._splits:

@@ -91,7 +91,19 @@ class Bundle:
         return np.asarray(self.model.logits(features))
 
     def logits(self, inputs: Sequence) -> np.ndarray:
-        """``(N, num_classes)`` float32 logits of raw inputs, :data:`_CHUNK_ROWS` at a time."""
+        """``(N, num_classes)`` float32 logits of raw inputs, :data:`_CHUNK_ROWS` at a time.
+
+        Raises:
+            ValueError: A text is empty (nothing but white space): it has no term to read, and a label from the
+                model's bias alone would look like an answer. The CLI refuses it too (a bad row, listed with
+                ``on_bad_row: skip``).
+        """
+        if self.input == "text":
+            empty = next((i for i, text in enumerate(inputs) if isinstance(text, str) and not text.strip()), None)
+            if empty is not None:
+                raise ValueError(
+                    f"Text {empty} is empty (nothing but white space): there is nothing to classify. Leave it out."
+                )
         if len(inputs) <= _CHUNK_ROWS:
             return self.run(self.features(inputs))
         return np.concatenate(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,3 +255,26 @@ def test_json_lines_with_a_byte_order_mark_keep_their_first_row(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\n" for row in rows).encode())
     read = read_rows(path, "text", "label")
     assert read.texts == ["good great car", "bad awful road"] and read.lines == [1, 2] and not read.bad
+
+
+def test_texts_without_spaces_under_a_word_pattern_warn_and_name_token_pattern(tmp_path):
+    rng = np.random.default_rng(0)
+    positive, negative = ["好", "棒", "喜欢", "开心", "漂亮"], ["坏", "差", "讨厌", "难过", "糟糕"]
+    filler = ["今天", "汽车", "城市", "公交", "我的", "新的", "道路", "早上"]
+    lines = ["text,label"]
+    for i in range(200):  # Chinese as written: no spaces between words
+        words = [*rng.choice(positive if i % 2 else negative, 2, replace=False), *rng.choice(filler, 3, replace=False)]
+        lines.append("".join(rng.permutation(words)) + ("," + ("positive" if i % 2 else "negative")))
+    corpus = tmp_path / "chinese.csv"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning) as caught:
+        assert TextDataModule(str(corpus)).input_dim == 140  # one term per training text
+    assert [str(w.message) for w in caught] == [
+        f"20 of 20 validation texts of {corpus} share no term with the 140-term training vocabulary, so the model "
+        r"sees them as empty. If the texts do not separate words with spaces (Chinese, Japanese, Thai), token_pattern "
+        r"'(?u)\b\w\w+\b' makes each sentence one term: pass --data.init_args.token_pattern '(?u)\w' (one character "
+        "per term), e.g. with --data.init_args.ngram_range [1,2]."
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # characters (and pairs of them) as terms: shared, nothing to warn about
+        assert TextDataModule(str(corpus), token_pattern=r"(?u)\w", ngram_range=(1, 2)).input_dim == 258

@@ -199,7 +199,7 @@ def test_preprocessing_ships_compact_and_a_version_2_bundle_still_loads(text_set
     vocabulary = dm.preprocessing()["vectorizer"]["vocabulary"]
     assert "\n" not in shipped.rstrip("\n") and ": " not in shipped  # compact: one line, no spaces after separators
     assert json.loads(shipped)["vectorizer"]["vocabulary"] == sorted(vocabulary, key=vocabulary.get)  # column order
-    texts = [*dm.split_rows("test").texts, "", "words it never saw"]
+    texts = [*dm.split_rows("test").texts, "words it never saw"]
     labels = load_bundle(folder).predict(texts)
     # What version 2 wrote: the vocabulary as a term -> column mapping, indented; it reads the same.
     (folder / "preprocessing.json").write_text(json.dumps(dm.preprocessing(), indent=1), encoding="utf-8")

@@ -22,7 +22,7 @@ from runtime.bundle import REWRITE_MARKS
 from storage.atomic import OLD_MARK, TMP_MARK, atomic_folder
 from tests.helpers import write_text_corpus
 
-TEXTS = ["good great car", "bad awful road", "the new bus", "", "self driving city ride"]
+TEXTS = ["good great car", "bad awful road", "the new bus", "words it never saw", "self driving city ride"]
 
 
 def text_bundle_parts(folder: Path, max_features: int | None, seed: int):
@@ -167,3 +167,10 @@ def test_a_reader_looping_while_the_bundle_is_rewritten_never_loads_a_mix(two_bu
     assert seen["mixed"] == 0 and seen["errors"] == 0, seen
     assert seen["A"] > 0 and seen["B"] > 0, seen  # the reader ran through the rewrites, seeing both bundles
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A", "B", "bundle"]  # no sibling left behind
+
+
+def test_an_empty_text_is_refused_as_the_cli_refuses_it(two_bundles, tmp_path):
+    bundle = load_bundle(write(two_bundles["A"], tmp_path / "bundle", "A"))
+    with pytest.raises(ValueError, match=r"^Text 1 is empty \(nothing but white space\): there is nothing to classify"):
+        bundle.predict(["good car", " \t"])
+    assert len(bundle.predict(["zzz qqq"])) == 1  # no known term, but a text: answered, as the CLI answers it
