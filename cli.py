@@ -114,6 +114,9 @@ class QuantlightCLI(LightningCLI):
         # so its best checkpoint, TensorBoard curves, report and predictions stay one run.
         if self.subcommand in ("fit", "quantize", "predict") and (ckpt_path := self._ckpt_path()):
             resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
+        bundle = Path(self.config.predict.get("artifact") or "") if self.subcommand == "predict" else None
+        if bundle is not None and bundle.parent.name == "quantization":  # <run>/quantization/bundle: into that run
+            resume_run_directory(self.config.predict.trainer, str(bundle.parent.parent / "checkpoints" / bundle.name))
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
         if self.bundle_manifest is not None:

@@ -200,13 +200,17 @@ def test_predict_writes_into_the_checkpoint_s_run_and_says_where(text_run, tmp_p
     args += ["--trainer.callbacks+=callbacks.PredictionWriter", "--data.init_args.predict_path", str(texts)]
     config = (text_run / "config.yaml").read_bytes()
     written = []
-    for _ in range(2):
+    checkpoint, bundle = (
+        ["--ckpt_path", str(text_run / "checkpoints" / "last.ckpt")],
+        ["--artifact", str(text_run / "quantization" / "bundle")],
+    )
+    for source in (checkpoint, checkpoint, bundle):  # the bundle at <run>/quantization/bundle: into its run too
         with pytest.warns(UserWarning, match=r"Skipped 1 bad row"), caplog.at_level(logging.INFO):
-            main(["predict", *args, "--ckpt_path", str(text_run / "checkpoints" / "last.ckpt")])
+            main(["predict", *args, *source])
         written.append([r.getMessage() for r in caplog.records if r.getMessage().startswith("Wrote ")][-1])
     assert written == [
         f"Wrote 3 rows (1 of them bad, listed with the reason) to {text_run / name}"
-        for name in ("predictions.csv", "predictions.1.csv")
+        for name in ("predictions.csv", "predictions.1.csv", "predictions.2.csv")
     ]
     assert (text_run / "predictions.csv").read_bytes() == (text_run / "predictions.1.csv").read_bytes()
     assert sorted(p.name for p in text_run.parent.iterdir()) == ["version_0"]  # no new version_N
