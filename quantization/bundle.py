@@ -197,13 +197,12 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
         CheckpointError: The folder or one of its files is missing, corrupted, or of another bundle version;
             one line that names the path and the fix.
     """
-    folder, manifest = read_manifest(path)
+    folder, manifest, files = _read_bundle_files(path)  # one consistent bundle, every file checked
     if Path(manifest["artifact"]).suffix == ".onnx":
         try:
-            return runtime_bundle.load_bundle(folder, num_threads)
+            return runtime_bundle.bundle_from_files(folder, manifest, files, num_threads)
         except BundleError as err:
             raise CheckpointError(str(err)) from err
-    folder, manifest, files = _read_bundle_files(folder)
     try:
         featurize = featurizer(runtime_bundle.bundle_json(folder, PREPROCESSING, files))
         data = files[manifest["artifact"]]  # checked bytes, loaded as they were read

@@ -133,7 +133,11 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
         BundleError: The folder or one of its files is missing, corrupted or of another bundle version, or
             the artifact is a torch file (it needs torch: one line says how to load it or get a torch-free one).
     """
-    folder, manifest = read_manifest(path)
+    return bundle_from_files(*read_bundle_files(path), num_threads)  # one consistent bundle, every file checked
+
+
+def bundle_from_files(folder: Path, manifest: dict, files: Mapping[str, bytes], num_threads: int = 1) -> Bundle:
+    """The :class:`Bundle` of :func:`read_bundle_files`' checked bytes (ONNX); raises as :func:`load_bundle`."""
     name = manifest["artifact"]
     if Path(name).suffix != ".onnx":
         raise BundleError(
@@ -141,7 +145,6 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
             "load: use quantization.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
             "quantizing again with an ONNX method, e.g. --trainer.callbacks.methods '[onnx_static_int8]'."
         )
-    folder, manifest, files = read_bundle_files(path)  # one consistent bundle, every file checked
     try:
         featurize = featurizer(bundle_json(folder, PREPROCESSING, files))
         model = OnnxModel(files[manifest["artifact"]], num_threads)
