@@ -117,6 +117,9 @@ def add_files(folder: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
 def _publish(folder: Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
     """Write ``files`` (relative paths, subfolders allowed) and ``bundle.json`` listing every file under the folder
     with its SHA-256 into a sibling folder, then swap it in: a reader sees this bundle whole or the one before."""
+    outside = [name for name in files if Path(name).is_absolute() or ".." in Path(name).parts or name == MANIFEST]
+    if outside:
+        raise ValueError(f"Expected bundle file names relative to the bundle (not {MANIFEST}), got {outside}.")
     with atomic_folder(folder) as tmp:
         for file, data in files.items():
             (tmp / file).parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,9 @@ def test_every_file_is_listed_with_its_sha256_and_checked(two_bundles, tmp_path)
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     bundle = load_bundle(folder)
     assert bundle.card["which"] == "A" and bundle.card["footprint"] == {"peak_rss_bytes": 1}
+    with pytest.raises(ValueError, match=r"relative to the bundle \(not bundle.json\), got \['../escape.c'\]"):
+        add_files(folder, {"../escape.c": b""})
+    assert not (tmp_path / "escape.c").exists()
     (folder / "native/c/model.c").write_text("int main(void) { return 1; }\n")  # a file the loader never runs
     with pytest.raises(BundleError, match=r"native/c/model.c does not match the SHA-256 in bundle.json"):
         load_bundle(folder)
