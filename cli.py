@@ -22,12 +22,19 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.best_checkpoint import best_checkpoint, check_unique_state_keys
+from callbacks.save_config import SaveConfig
 from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
 from parser_errors import one_line
 from quantization.bundle import read_manifest
-from storage.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
+from storage.checkpoints import (
+    check_checkpoint_matches,
+    check_model_class,
+    check_same_data,
+    read_checkpoint,
+    run_version,
+)
 from trainer import QuantlightTrainer, check_predict_arguments
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
@@ -54,6 +61,7 @@ class QuantlightCLI(LightningCLI):
             subclass_mode_data=True,
             trainer_class=QuantlightTrainer,
             auto_configure_optimizers=False,  # optimizer and scheduler are model arguments
+            save_config_callback=SaveConfig,  # a resumed fit keeps the earlier config.yaml as config.<n>.yaml
             save_config_kwargs={"overwrite": True},  # resuming into an existing run directory
             # configs/base.yaml first (trainer, checkpoints, quantization), then the experiment's -c file.
             parser_kwargs=base_config_kwargs(self.subcommands() if run else None),
@@ -102,10 +110,13 @@ class QuantlightCLI(LightningCLI):
         return None if ckpt_path is None or ckpt_path in _CKPT_KEYWORDS else ckpt_path
 
     def before_instantiate_classes(self) -> None:
-        # `fit --ckpt_path <run>/checkpoints/last.ckpt` (and `quantize`) continue in that run's directory,
-        # so its best checkpoint, TensorBoard curves and report stay one run.
-        if self.subcommand in ("fit", "quantize") and (ckpt_path := self._ckpt_path()):
+        # `fit --ckpt_path <run>/checkpoints/last.ckpt` (and `quantize`, `predict`) continue in that run's directory,
+        # so its best checkpoint, TensorBoard curves, report and predictions stay one run.
+        if self.subcommand in ("fit", "quantize", "predict") and (ckpt_path := self._ckpt_path()):
             resume_run_directory(self.config[self.subcommand].trainer, ckpt_path)
+        bundle = Path(self.config.predict.get("artifact") or "") if self.subcommand == "predict" else None
+        if bundle is not None and bundle.parent.name == "quantization":  # <run>/quantization/bundle: into that run
+            resume_run_directory(self.config.predict.trainer, str(bundle.parent.parent / "checkpoints" / bundle.name))
         if self.subcommand is not None:  # a text datamodule takes its fitted vectorizer from --ckpt_path
             link_checkpoint_vectorizer(self.config[self.subcommand])
         if self.bundle_manifest is not None:
@@ -136,6 +147,8 @@ class QuantlightCLI(LightningCLI):
         super().after_instantiate_classes()
         if self.checkpoint is not None:  # the data decides the model's width: check it fits the weights
             check_checkpoint_matches(self._ckpt_path(), self.checkpoint, self.model)
+        if self.checkpoint is not None and self.subcommand == "fit":  # a resumed fit: the data it was trained on
+            check_same_data(self._ckpt_path(), self.checkpoint, self.datamodule)  # before anything is written
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The datamodule knows its feature width and class count; the model never repeats them.

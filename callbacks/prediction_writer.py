@@ -2,7 +2,9 @@
 
 Rows the datamodule skipped as bad are written too, with the reason, so nothing is lost.
 The file is written next to its final name and moved into place with ``os.replace``: a
-crash never leaves half a file, and an existing file is never overwritten unless asked.
+crash never leaves half a file, and an existing file is never overwritten unless asked. By default it goes
+into the run of the checkpoint read (``predictions.csv``, then ``predictions.1.csv``, ...), and one line
+says how many rows were written, and where.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 
 from errors import DataError
 from storage.atomic import atomic_write
@@ -76,19 +80,27 @@ class PredictionWriter(BasePredictionWriter):
     labels are class indices.
 
     Args:
-        output_path: ``.csv`` or ``.jsonl`` file; ``None`` writes ``predictions.csv`` in the run's log directory.
+        output_path: ``.csv`` or ``.jsonl`` file, or a folder (an existing one, or a path ending in ``/``) to write
+            ``predictions.csv`` into; ``None``: the run's log directory (the checkpoint's run with ``--ckpt_path``
+            ``<run>/checkpoints/...``). In a folder, an existing ``predictions.csv`` is kept and the next free
+            name taken (``predictions.1.csv``, ...).
         overwrite: Replace an existing ``output_path``; off, so a user's file is never overwritten.
         include_text: Write each input text with its prediction.
     """
 
     def __init__(self, output_path: str | None = None, overwrite: bool = False, include_text: bool = True) -> None:
         super().__init__(write_interval="epoch")
-        if output_path is not None and Path(output_path).suffix not in SUFFIXES:
-            raise ValueError(f"Expected `output_path` to end in one of ({', '.join(SUFFIXES)}), got {output_path!r}.")
+        folder = output_path is not None and (output_path.endswith(("/", os.sep)) or Path(output_path).is_dir())
+        if output_path is not None and not folder and Path(output_path).suffix not in SUFFIXES:
+            raise ValueError(
+                f"Expected `output_path` to end in one of ({', '.join(SUFFIXES)}), or a folder, got {output_path!r}."
+            )
         self.output_path = output_path
+        self.output_folder = Path(output_path) if folder else None
         self.overwrite = overwrite
         self.include_text = include_text
         self.written_path: Path | None = None
+        self._free: Path | None = None  # the free name chosen in a folder, once per predict
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "predict" and trainer.is_global_zero:
@@ -140,9 +152,30 @@ class PredictionWriter(BasePredictionWriter):
         )
         self.written_path = self._path(trainer)
         write_records(self.written_path, records, [str(c) for c in classes])
+        bad = f" ({len(skipped):,} of them bad, listed with the reason)" if skipped else ""
+        rank_zero_info(f"Wrote {len(records):,} rows{bad} to {self.written_path}")
         return self.written_path
 
     def _path(self, trainer: Trainer) -> Path:
-        if self.output_path is not None:
+        if self.output_path is not None and self.output_folder is None:
             return Path(self.output_path)
-        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+        if self._free is None:
+            folder = self.output_folder or Path(trainer.log_dir or trainer.default_root_dir)
+            self._free = free_path(folder / "predictions.csv")
+        return self._free
+
+
+def free_path(path: Path) -> Path:
+    """``path`` if no file has that name, else the first free ``<stem>.<n><suffix>``: nothing is overwritten.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "predictions.csv").write_text("")
+    >>> free_path(folder / "predictions.csv").name
+    'predictions.1.csv'
+    """
+    n, free = 0, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.stem}.{n}{path.suffix}")
+    return free

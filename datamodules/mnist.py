@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from datamodules.batching import InMemoryDataModule, TensorBatchDataset
+from datamodules.fingerprint import files_digest, fingerprint
 from errors import DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -155,6 +157,8 @@ class MNISTDataModule(InMemoryDataModule):
             raise ValueError(f"Expected `batch_size` >= 1, got {batch_size}.")
         if num_workers < 0:
             raise ValueError(f"Expected `num_workers` >= 0, got {num_workers}.")
+        if seed < 0:
+            raise ValueError(f"Expected `seed` >= 0, got {seed}.")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.raw_dir = self.data_dir / "MNIST" / "raw"
@@ -206,6 +210,19 @@ class MNISTDataModule(InMemoryDataModule):
 
     def dataset(self, split: str) -> TensorBatchDataset:
         return self.datasets[split]
+
+    def state_dict(self) -> dict:
+        return {"data": self.data_fingerprint}  # what a resumed fit must be given
+
+    @cached_property
+    def data_fingerprint(self) -> dict:
+        """The four files and the train/val split (:mod:`datamodules.fingerprint`); checkpoints keep it for a
+        resumed fit."""
+        h, names = self.hparams, [name for images, labels, _ in _FILES.values() for name in (images, labels)]
+        digest = files_digest([self.raw_dir / name for name in names], {"val_size": h.val_size, "seed": h.seed})
+        train = check_idx_file(self.raw_dir / _FILES["train"][1], _LABEL_MAGIC) - h.val_size
+        test = check_idx_file(self.raw_dir / _FILES["test"][1], _LABEL_MAGIC)
+        return fingerprint(str(self.raw_dir), h.seed, {"train": train, "val": h.val_size, "test": test}, digest)
 
     @property
     def classes(self) -> list[str]:

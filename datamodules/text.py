@@ -8,6 +8,7 @@ matrices sparse. The fitted vectorizer travels in the checkpoint (``state_dict``
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -15,12 +16,8 @@ import scipy.sparse
 import torch
 
 from datamodules.batching import InMemoryDataModule
-from datamodules.text_corpus import (
-    MAX_FIELD_CHARS,
-    OnBadRow,
-    Rows,
-    read_rows,
-)
+from datamodules.fingerprint import text_fingerprint
+from datamodules.text_corpus import MAX_FIELD_CHARS, OnBadRow, Rows, read_rows
 from datamodules.text_imdb import ensure_imdb, read_imdb_split
 from datamodules.text_splits import read_predict_rows, split_corpus
 from datamodules.text_vectorizer import (
@@ -35,6 +32,7 @@ from datamodules.text_vectorizer import (
     vectorizer_from_state,
     vectorizer_json_state,
     vocabulary_size,
+    warn_unshared_terms,
 )
 from errors import CheckpointError, DataError
 
@@ -135,6 +133,8 @@ class TextDataModule(InMemoryDataModule):
             raise ValueError(f"Expected `batch_size` >= 1, got {batch_size}.")
         if num_workers < 0:
             raise ValueError(f"Expected `num_workers` >= 0, got {num_workers}.")
+        if seed < 0:
+            raise ValueError(f"Expected `seed` >= 0, got {seed}.")
         self.save_hyperparameters()
         self._classes: list[str] | None = list(classes) if classes else None
         self._vectorizer = None
@@ -211,7 +211,14 @@ class TextDataModule(InMemoryDataModule):
         once per fitted vectorizer, as every checkpoint of the run holds it."""
         if self._state is None or self._state[0] is not self.vectorizer:
             self._state = (self.vectorizer, {"vectorizer": checkpoint_state(self.vectorizer)})
-        return self._state[1] | {"classes": list(self.classes)}
+        data = {"data": self.data_fingerprint} if self._splits else {}  # what a resumed fit must be given
+        return self._state[1] | {"classes": list(self.classes)} | data
+
+    @cached_property
+    def data_fingerprint(self) -> dict:
+        """The corpus and split served (:mod:`datamodules.fingerprint`); checkpoints keep it for a resumed fit."""
+        self._read_splits()
+        return text_fingerprint(self.hparams, self._splits)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Use a checkpoint's vectorizer and classes; vectors are rebuilt from them when next served."""
@@ -255,6 +262,7 @@ class TextDataModule(InMemoryDataModule):
             ) from err
         self._vectorizer = vectorizer
         self._datasets["train"] = self._dataset_of("train", train, features)
+        warn_unshared_terms(vectorizer, self.split_rows("val"), h.token_pattern)
 
     def _read_splits(self) -> None:
         if self._splits:

@@ -27,6 +27,8 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndj
 # to spare; a field past 64 Mi is far more likely a quote never closed (it swallows the rest of the
 # file) than a text, and already takes 64-256 MB as a Python string before vectorizing.
 MAX_FIELD_CHARS = 64 * 2**20
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark some editors write first
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,7 @@ def read_rows(
     """
     if max_field_chars < 1:
         raise ValueError(f"Expected `max_field_chars` >= 1, got {max_field_chars}.")
-    if not path.is_file():
-        raise DataError(f"Text file {path} not found. Check the path, or pass another one in the data config.")
+    check_readable_file(path)
     fmt = file_format(path, allow_lines)
     if fmt == "lines":
         return _read_lines(path)
@@ -114,6 +115,19 @@ def read_rows(
         return _read_jsonl(path, text_column, label_column, label_required)
     delimiter = "," if fmt == "csv" else "\t"
     return _read_delimited(path, delimiter, text_column, label_column, label_required, max_field_chars)
+
+
+def check_readable_file(path: Path) -> None:
+    """Refuse, in one line, a corpus path that is missing, a folder, or a gzip file (read as text it is noise)."""
+    if path.is_dir():
+        raise DataError(
+            f"Text file {path} is a folder, not a file. Pass the corpus file inside it (CSV, TSV or JSON Lines)."
+        )
+    if not path.is_file():
+        raise DataError(f"Text file {path} not found. Check the path, or pass another one in the data config.")
+    with path.open("rb") as f:
+        if f.read(2) == _GZIP_MAGIC:
+            raise DataError(f"{path} is gzip-compressed. Decompress it first (gunzip -k {path}) and pass the result.")
 
 
 def _clean_text(text: str | None, label: str | None, labelled: bool) -> str | None:
@@ -152,6 +166,11 @@ def _read_delimited(
             label_column = None  # an unlabelled file of texts to predict
         columns = [text_column] + ([label_column] if label_column is not None else [])
         missing = [name for name in columns if name not in header]
+        if missing and delimiter == "," and len(header) == 1 and "\t" in header[0]:
+            raise DataError(
+                f"{path} looks tab-separated (its header {header[0]!r} holds tabs, no commas), but its name ends "
+                f"in {path.suffix}. Rename it to .tsv."
+            )
         if missing:
             raise DataError(
                 f"Column {missing[0]!r} not found in {path} (columns: {', '.join(header)}). "
@@ -204,6 +223,8 @@ def _read_jsonl(path: Path, text_column: str, label_column: str | None, label_re
     rows = Rows(str(path))
     with path.open("rb") as f:
         for line, raw in enumerate(f, start=1):
+            if line == 1:
+                raw = raw.removeprefix(_BOM)  # as CSV (utf-8-sig) and plain lines keep their first row
             if not raw.strip():
                 continue
             try:

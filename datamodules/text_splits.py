@@ -121,6 +121,11 @@ def read_predict_rows(
     handle_bad_rows(bad, on_bad_row)
     bad_lines = {row.line for row in unknown}
     kept = rows.subset([i for i, line in enumerate(rows.lines) if line not in bad_lines])
+    if not len(kept) and not bad:
+        raise DataError(
+            f"No text to predict in {path}: the file is empty. Pass a file that holds the texts "
+            "(one per line, or CSV/TSV/JSON Lines rows)."
+        )
     if not len(kept):
         raise DataError(f"No text to predict in {path}: all {len(bad)} rows are bad (first: {bad[0]}).")
     kept.bad = bad

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from torch.utils.data import Dataset
 
@@ -24,6 +25,7 @@ from storage.checkpoints import read_checkpoint
 VectorizerKind = Literal["tfidf", "count"]
 STATE_VERSION = 2  # 2: the vocabulary packed into tensors; 1 (a str -> int dict) is still read
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default: words of two or more characters
+_OVERLAP_SAMPLE = 2000  # validation texts looked up for terms shared with the training vocabulary
 
 
 def make_vectorizer(
@@ -232,3 +234,23 @@ def link_checkpoint_vectorizer(config) -> None:
         return
     if init_args.get("vectorizer_checkpoint") is None and Path(ckpt_path).is_file():
         init_args["vectorizer_checkpoint"] = str(ckpt_path)
+
+
+def warn_unshared_terms(vectorizer, rows, token_pattern: str) -> None:
+    """Warn when most validation texts (``rows``, the first :data:`_OVERLAP_SAMPLE`) share no term with the training
+    vocabulary: the model sees them as empty, and its accuracy is the majority class's share. The usual cause is a
+    script written without spaces (Chinese, Japanese, Thai) under a pattern that cuts words at spaces: a term per text.
+    """
+    texts = rows.texts[:_OVERLAP_SAMPLE]
+    if not texts:
+        return
+    unknown = int((vectorizer.transform(texts).getnnz(axis=1) == 0).sum())
+    if 2 * unknown <= len(texts):
+        return
+    rank_zero_warn(
+        f"{unknown:,} of {len(texts):,} validation texts of {rows.path} share no term with the "
+        f"{vocabulary_size(vectorizer):,}-term training vocabulary, so the model sees them as empty. If the texts do "
+        f"not separate words with spaces (Chinese, Japanese, Thai), token_pattern '{token_pattern}' makes each "
+        "sentence one term: pass --data.init_args.token_pattern '(?u)\\w' (one character per term), e.g. with "
+        "--data.init_args.ngram_range [1,2]."
+    )

@@ -4,7 +4,8 @@
 answers with labels; the ``runtime`` package loads it with numpy and ONNX Runtime alone. An fp32 torch
 artifact is shipped as ONNX (the same weights, the same arithmetic), and a text model's artifact reads term
 ids and weights (``quantization.embedding_bag``). Other torch artifacts stay ``.pt``: their bundle needs torch,
-and :func:`load_bundle` here (the engine's, with torch) loads those too. Every file is plain data.
+and :func:`load_bundle` here (the engine's, with torch) loads those too. Every file is plain data, and every file
+is in ``bundle.json`` with its SHA-256; a bundle is written aside and swapped in whole (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import torch
 from torch import nn
 
 from errors import CheckpointError
-from quantization.artifacts import load_artifact
 from quantization.embedding_bag import table_rows
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
@@ -29,7 +29,7 @@ from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
 from runtime import Bag, Bundle, BundleError, featurizer
 from runtime import bundle as runtime_bundle
 from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
-from storage.atomic import atomic_write
+from storage.atomic import atomic_folder
 
 __all__ = ["CARD_JSON", "CARD_MD", "FORMAT", "MANIFEST", "PREPROCESSING", "VERSION", "Bundle", "load_bundle"]
 
@@ -44,14 +44,16 @@ def write_bundle(
 ) -> Path:
     """Write ``artifact`` with its preprocessing, labels and model card into ``folder``; return the folder.
 
-    The folder holds ``bundle.json`` (format, version, method, artifact name and SHA-256, classes, input
-    width), the artifact file, ``preprocessing.json``, ``model_card.json`` and ``model_card.md``. Each file
-    is written atomically, ``bundle.json`` last, so a reader never sees a half-written bundle. Before
+    The folder holds ``bundle.json`` (format, version, method, artifact name, classes, input width, and every
+    other file with its SHA-256), the artifact file, ``preprocessing.json``, ``model_card.json`` and
+    ``model_card.md``. The whole folder is written beside ``folder`` and renamed into its place
+    (:func:`storage.atomic.atomic_folder`), so a reader sees the old bundle or the new one, never a mix. Before
     writing, the artifact is run once on the preprocessing's features: a bundle whose parts do not fit
     together is refused here, not when it is used.
 
     Args:
-        folder: Where the bundle goes (e.g. ``<run>/quantization/bundle``); created if missing.
+        folder: Where the bundle goes (e.g. ``<run>/quantization/bundle``): a new or empty folder, or a bundle
+            (replaced whole); a folder of other files is refused and kept.
         artifact: A quantized model from ``quantization.quantize``. A ``.pt`` artifact must load on its own
             (a flat ``nn.Sequential``): a bundle carries no model code.
         model: The fp32 model the artifact came from, or ``None``; only named in the refusal above.
@@ -85,6 +87,7 @@ def write_bundle(
         runner = METHODS[artifact.method].load(artifact.data, None, 1)
     _check_fits(runner, featurize.input_dim, len(classes))
     folder = Path(folder)
+    _check_replaceable(folder)
     label = getattr(artifact, "label", artifact.method)  # the report row's name, e.g. int3_weight_only+qat
     name = f"{label}{artifact.suffix}"
     needs = "onnxruntime" if artifact.suffix == ".onnx" else "torch"
@@ -101,19 +104,45 @@ def write_bundle(
     card_data |= {"shipped_bytes": artifact.size_bytes + len(preprocessing_data)}  # what the report's rows count
     files = {name: artifact.data, PREPROCESSING: preprocessing_data, CARD_JSON: _json_bytes(card_data)}
     files |= {CARD_MD: model_card_markdown(card_data, featurize.input_dim).encode("utf-8")}
-    files |= {MANIFEST: _json_bytes(manifest)}  # every file serialized before any is written; the manifest last
-    previous = _previous_artifact(folder)
-    for file, data in files.items():
-        atomic_write(folder / file, data)
-    if previous not in (None, name):
-        (folder / previous).unlink(missing_ok=True)  # the artifact of the bundle this one replaced
+    return _publish(folder, files, manifest)
+
+
+def add_files(folder: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
+    """Add (or replace) files of a bundle, e.g. a native model or a folder of sources (``"c/model.c"``), and list
+    them in its ``bundle.json`` with their SHA-256; the bundle is rewritten whole, as :func:`write_bundle` does."""
+    folder, manifest, contents = _read_bundle_files(folder)
+    return _publish(folder, contents | dict(files), {k: v for k, v in manifest.items() if k != "files"})
+
+
+def _publish(folder: Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
+    """Write ``files`` (relative paths, subfolders allowed) and ``bundle.json`` listing every file under the folder
+    with its SHA-256 into a sibling folder, then swap it in: a reader sees this bundle whole or the one before."""
+    outside = [name for name in files if Path(name).is_absolute() or ".." in Path(name).parts or name == MANIFEST]
+    if outside:
+        raise ValueError(f"Expected bundle file names relative to the bundle (not {MANIFEST}), got {outside}.")
+    with atomic_folder(folder) as tmp:
+        for file, data in files.items():
+            (tmp / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / file).write_bytes(data)
+        listed = {  # every file, whoever wrote it into the folder, hashed as it is on disk
+            path.relative_to(tmp).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(tmp.rglob("*"))
+            if path.is_file() and path.relative_to(tmp).as_posix() != MANIFEST
+        }
+        (tmp / MANIFEST).write_bytes(_json_bytes({**manifest, "version": VERSION, "files": listed}))
     return folder
 
 
-def _previous_artifact(folder: Path) -> str | None:
-    """The artifact file named by a bundle already in ``folder``, if any."""
-    name = _previous_artifact_name(folder)  # None: no bundle there, or not one this version wrote
-    return name if isinstance(name, str) and Path(name).name == name else None
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace a file, or a folder that holds files but no bundle: write_bundle swaps the folder whole."""
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and any(folder.iterdir()):
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:3])
+        raise ValueError(
+            f"{folder} holds other files ({found}) and no {MANIFEST}: a bundle replaces its folder whole, so it is "
+            "not written there. Pass a new or empty folder, or a bundle's."
+        )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; a bundle is a folder. Pass a new or empty folder, or a bundle's.")
 
 
 def shippable(artifact: Artifact, input_dim: int, sparse_input: bool) -> Artifact:
@@ -171,23 +200,24 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
         CheckpointError: The folder or one of its files is missing, corrupted, or of another bundle version;
             one line that names the path and the fix.
     """
-    folder, manifest = read_manifest(path)
+    folder, manifest, files = _read_bundle_files(path)  # one consistent bundle, every file checked
     if Path(manifest["artifact"]).suffix == ".onnx":
         try:
-            return runtime_bundle.load_bundle(folder, num_threads)
+            return runtime_bundle.bundle_from_files(folder, manifest, files, num_threads)
         except BundleError as err:
             raise CheckpointError(str(err)) from err
     try:
-        data = runtime_bundle.check_artifact(folder, manifest)
-        featurize = featurizer(runtime_bundle.read_bundle_json(folder, PREPROCESSING))
-        runner = load_artifact(folder / manifest["artifact"], num_threads=num_threads)
-        card = runtime_bundle.read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
+        featurize = featurizer(runtime_bundle.bundle_json(folder, PREPROCESSING, files))
+        data = files[manifest["artifact"]]  # checked bytes, loaded as they were read
+        runner = METHODS[read_payload(data)["method"]].load(data, None, num_threads)
+        card = runtime_bundle.bundle_json(folder, CARD_JSON, files) if CARD_JSON in files else {}
+        model = TorchModel(runner, featurize.input_dim)
+        runtime_bundle.check_shapes(folder, manifest, featurize, model)
     except BundleError as err:
         raise CheckpointError(str(err)) from err
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # an unknown method, a hand-edited file
         raise CheckpointError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
-    del data  # checked; the torch loader reads the file itself
-    return Bundle(folder, manifest, featurize, TorchModel(runner, featurize.input_dim), card)
+    return Bundle(folder, manifest, featurize, model, card)
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
@@ -201,17 +231,18 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
 
 def add_to_card(folder: str | os.PathLike, figures: Mapping[str, Any]) -> None:
     """Add figures measured after writing (e.g. a fresh process's footprint) to a bundle's model card."""
-    folder, manifest = read_manifest(folder)
-    card = runtime_bundle.read_bundle_json(folder, CARD_JSON) | dict(figures)
-    atomic_write(folder / CARD_JSON, _json_bytes(card))
-    atomic_write(folder / CARD_MD, model_card_markdown(card, int(manifest["input_dim"])).encode("utf-8"))
+    folder, manifest, files = _read_bundle_files(folder)
+    card = runtime_bundle.bundle_json(folder, CARD_JSON, files) | dict(figures)
+    markdown = model_card_markdown(card, int(manifest["input_dim"])).encode("utf-8")
+    add_files(folder, {CARD_JSON: _json_bytes(card), CARD_MD: markdown})
 
 
-def _previous_artifact_name(folder: Path) -> str | None:
+def _read_bundle_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
+    """:func:`runtime.bundle.read_bundle_files`, errors as one line for the CLI (:class:`errors.CheckpointError`)."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("artifact")
-    except (OSError, ValueError, AttributeError):
-        return None
+        return runtime_bundle.read_bundle_files(path)
+    except BundleError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def _json_bytes(data: Any) -> bytes:

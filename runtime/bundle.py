@@ -1,9 +1,9 @@
 """Load a deployable bundle and predict from raw inputs with numpy and ONNX Runtime alone.
 
-A bundle folder holds ``bundle.json`` (format, version, method, artifact name and SHA-256, classes, input
-kind and width), the artifact, ``preprocessing.json`` (plain data) and a model card. Quantlight's engine
-writes bundles (``quantization.bundle.write_bundle``); this module only reads them, and never imports
-torch, Lightning or scikit-learn: loading one costs what numpy and ONNX Runtime cost.
+A bundle folder holds ``bundle.json`` (format, version, method, artifact name, classes, input kind and width,
+and every other file with its SHA-256), the artifact, ``preprocessing.json`` (plain data) and a model card.
+Quantlight's engine writes bundles (``quantization.bundle.write_bundle``); this module only reads them, and
+never imports torch, Lightning or scikit-learn: loading one costs what numpy and ONNX Runtime cost.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ import numpy as np
 
 from .features import Bag, TextFeaturizer
 from .images import ImageFeaturizer
-from .onnx_model import OnnxModel
+from .onnx_model import OnnxModel, quiet_run_options
 
 # Version 1: dense-input artifacts only; 2: term-bag artifacts; 3: compact preprocessing.json (a text vocabulary as
-# its terms in column order).
-FORMAT, VERSION, VERSIONS = "quantlight-bundle", 3, (1, 2, 3)
+# its terms in column order); 4: `files`, every file of the folder with its SHA-256 (the folder is written aside and
+# renamed into place, docs/safety.md).
+FORMAT, VERSION, VERSIONS = "quantlight-bundle", 4, (1, 2, 3, 4)
 MANIFEST, PREPROCESSING, CARD_JSON, CARD_MD = "bundle.json", "preprocessing.json", "model_card.json", "model_card.md"
 _CHUNK_ROWS = 1024  # inputs featurized and run at a time: bounds the (rows, width) blocks
 
@@ -89,7 +91,19 @@ class Bundle:
         return np.asarray(self.model.logits(features))
 
     def logits(self, inputs: Sequence) -> np.ndarray:
-        """``(N, num_classes)`` float32 logits of raw inputs, :data:`_CHUNK_ROWS` at a time."""
+        """``(N, num_classes)`` float32 logits of raw inputs, :data:`_CHUNK_ROWS` at a time.
+
+        Raises:
+            ValueError: A text is empty (nothing but white space): it has no term to read, and a label from the
+                model's bias alone would look like an answer. The CLI refuses it too (a bad row, listed with
+                ``on_bad_row: skip``).
+        """
+        if self.input == "text":
+            empty = next((i for i, text in enumerate(inputs) if isinstance(text, str) and not text.strip()), None)
+            if empty is not None:
+                raise ValueError(
+                    f"Text {empty} is empty (nothing but white space): there is nothing to classify. Leave it out."
+                )
         if len(inputs) <= _CHUNK_ROWS:
             return self.run(self.features(inputs))
         return np.concatenate(
@@ -119,7 +133,11 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
         BundleError: The folder or one of its files is missing, corrupted or of another bundle version, or
             the artifact is a torch file (it needs torch: one line says how to load it or get a torch-free one).
     """
-    folder, manifest = read_manifest(path)
+    return bundle_from_files(*read_bundle_files(path), num_threads)  # one consistent bundle, every file checked
+
+
+def bundle_from_files(folder: Path, manifest: dict, files: Mapping[str, bytes], num_threads: int = 1) -> Bundle:
+    """The :class:`Bundle` of :func:`read_bundle_files`' checked bytes (ONNX); raises as :func:`load_bundle`."""
     name = manifest["artifact"]
     if Path(name).suffix != ".onnx":
         raise BundleError(
@@ -127,13 +145,13 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
             "load: use quantization.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
             "quantizing again with an ONNX method, e.g. --trainer.callbacks.methods '[onnx_static_int8]'."
         )
-    data = check_artifact(folder, manifest)
     try:
-        featurize = featurizer(read_bundle_json(folder, PREPROCESSING))
-        model = OnnxModel(data, num_threads)
+        featurize = featurizer(bundle_json(folder, PREPROCESSING, files))
+        model = OnnxModel(files[manifest["artifact"]], num_threads)
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:  # a hand-edited file
         raise BundleError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
-    card = read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
+    check_shapes(folder, manifest, featurize, model)
+    card = bundle_json(folder, CARD_JSON, files) if CARD_JSON in files else {}
     return Bundle(folder, manifest, featurize, model, card)
 
 
@@ -156,9 +174,11 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
     Raises:
         BundleError: As :func:`load_bundle`.
     """
-    folder = Path(path)
-    if folder.is_file() and folder.name == MANIFEST:
-        folder = folder.parent
+    return _retrying(_read_manifest, path)
+
+
+def _read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
+    folder = _folder(path)
     if not folder.is_dir():
         what = "is a file, not a bundle folder" if folder.exists() else "not found"
         raise BundleError(
@@ -178,7 +198,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
             f"reads {FORMAT!r} version {', '.join(map(str, VERSIONS[:-1]))} or {VERSIONS[-1]}. Write the bundle again "
             "with this version."
         )
-    missing = [key for key in ("method", "artifact", "sha256", "classes", "input", "input_dim") if key not in manifest]
+    required = ["method", "artifact", "sha256", "classes", "input", "input_dim"]
+    required += ["files"] if manifest["version"] >= 4 else []  # every file with its SHA-256
+    missing = [key for key in required if key not in manifest]
     if missing:
         raise BundleError(f"Bundle {folder}: {MANIFEST} lacks {', '.join(missing)}. Write the bundle again.")
     name = str(manifest["artifact"])
@@ -200,3 +222,141 @@ def read_bundle_json(folder: Path, name: str) -> dict:
     if not isinstance(data, dict):
         raise BundleError(f"Bundle {folder}: {name} holds no JSON object. Write the bundle again.")
     return data
+
+
+# --- one consistent bundle: every file checked against bundle.json, read while the folder may be rewritten ---------
+
+# The siblings storage.atomic.atomic_folder writes a new bundle into and moves the old one to while it swaps them:
+# while one exists, a failed read is retried (see docs/safety.md).
+REWRITE_MARKS = (".tmp-", ".old-")
+_ATTEMPTS, _PAUSE_S = 50, 0.01
+
+
+def read_bundle_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
+    """The bundle's folder, its ``bundle.json``, and the bytes of every file it lists, each checked against its
+    SHA-256 (version 4; older bundles: the artifact's, and ``preprocessing.json`` and the model card unchecked).
+
+    All of one bundle: a rewrite (``write_bundle``) swaps whole folders, and a read that meets one is retried.
+
+    Raises:
+        BundleError: As :func:`load_bundle`.
+    """
+    return _retrying(_read_files, path)
+
+
+def bundle_json(folder: Path, name: str, files: Mapping[str, bytes]) -> dict:
+    """One JSON file of :func:`read_bundle_files`' ``files`` as a dict, or one line saying what is wrong with it."""
+    if name not in files:
+        raise BundleError(f"Bundle {folder} lacks {name}. Copy the whole folder, or write the bundle again.")
+    try:
+        data = json.loads(files[name].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BundleError(
+            f"Bundle {folder}: {name} is not valid JSON ({err}). Copy the whole folder again, or write it again."
+        ) from err
+    if not isinstance(data, dict):
+        raise BundleError(f"Bundle {folder}: {name} holds no JSON object. Write the bundle again.")
+    return data
+
+
+def check_shapes(folder: Path, manifest: Mapping[str, Any], featurize: Any, model: Any) -> None:
+    """Refuse a bundle whose parts do not fit together: the preprocessing's width (a text vocabulary's size, an
+    image's pixels) against ``input_dim``, the artifact's input (its declared width; for term ids, the last
+    term's row) and its logits against the classes."""
+    dim, classes = int(manifest["input_dim"]), list(manifest["classes"])
+    if featurize.input_dim != dim:
+        kind = f"a {featurize.input_dim}-term vocabulary" if manifest["input"] == "text" else "its pixels"
+        raise BundleError(
+            f"Bundle {folder}: {PREPROCESSING} gives {featurize.input_dim} features per example ({kind}), but "
+            f"{MANIFEST} says input_dim {dim}: its files come from different bundles. Write the bundle again."
+        )
+    declared = getattr(model, "input_dim", None)
+    if declared is not None and declared != dim:
+        raise BundleError(
+            f"Bundle {folder}: the artifact reads {declared} features per example, the preprocessing gives {dim}: "
+            "its files come from different bundles. Write the bundle again."
+        )
+    try:
+        logits = np.asarray(_probe(model, dim))  # (1, num_classes)
+    except Exception as err:  # ONNX Runtime's own types: a term id past the artifact's table, a wrong width
+        raise BundleError(
+            f"Bundle {folder}: the artifact does not take the preprocessing's {dim} features per example "
+            f"({str(err).splitlines()[0][:160]}): its files come from different bundles. Write the bundle again."
+        ) from err
+    if logits.shape != (1, len(classes)):
+        raise BundleError(
+            f"Bundle {folder}: the artifact gives {logits.shape[-1]} logits per example, {MANIFEST} names "
+            f"{len(classes)} classes. Write the bundle again."
+        )
+
+
+def _probe(model: Any, dim: int) -> np.ndarray:
+    """The model's logits for one example that reads the last input column (a term-id artifact looks up its
+    last row: ONNX Runtime's Gather refuses an id past its table)."""
+    if getattr(model, "sparse_input", False):
+        features = Bag(np.array([[dim - 1]], dtype=np.int64), np.ones((1, 1), dtype=np.float32), None)
+    else:
+        features = np.zeros((1, dim), dtype=np.float32)
+    if isinstance(model, OnnxModel):  # quietly: ONNX Runtime logs a refused run to stderr
+        return model.session.run(None, model.feeds(features), quiet_run_options())[0]
+    return model.logits(features)
+
+
+def _read_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
+    folder, manifest = _read_manifest(path)
+    if manifest["version"] < 4:
+        files = {manifest["artifact"]: check_artifact(folder, manifest)}
+        for name in (PREPROCESSING, CARD_JSON):
+            if (folder / name).is_file():
+                files[name] = (folder / name).read_bytes()
+        return folder, manifest, files
+    listed = manifest["files"]
+    if not isinstance(listed, dict) or manifest["artifact"] not in listed:
+        raise BundleError(f"Bundle {folder}: {MANIFEST} does not list its artifact in `files`. Write the bundle again.")
+    files = {}
+    for name, digest in listed.items():
+        file = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
+            raise BundleError(f"Bundle {folder} lacks {name}. Copy the whole folder, or write the bundle again.")
+        files[name] = file.read_bytes()
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise BundleError(
+                f"Bundle {folder}: {name} does not match the SHA-256 in {MANIFEST} (truncated or replaced). "
+                "Copy the whole folder again, or write the bundle again."
+            )
+    return folder, manifest, files
+
+
+def _folder(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.parent if path.name == MANIFEST and not path.is_dir() else path
+
+
+def _retrying(read, path: str | os.PathLike):
+    """``read(path)``, tried again while the folder is being rewritten: a sibling of a swap in progress exists,
+    or ``bundle.json`` changed during the read (a read that met two bundles)."""
+    folder, attempt = _folder(path), 1
+    while True:
+        before = _manifest_bytes(folder)
+        try:
+            return read(path)
+        except (BundleError, OSError):
+            if attempt == _ATTEMPTS or not (_rewriting(folder) or _manifest_bytes(folder) != before):
+                raise
+        attempt += 1
+        time.sleep(_PAUSE_S)
+
+
+def _manifest_bytes(folder: Path) -> bytes | None:
+    try:
+        return (folder / MANIFEST).read_bytes()
+    except OSError:
+        return None
+
+
+def _rewriting(folder: Path) -> bool:
+    try:
+        with os.scandir(folder.parent) as entries:
+            return any(entry.name.startswith(folder.name + mark) for entry in entries for mark in REWRITE_MARKS)
+    except OSError:
+        return False

@@ -60,3 +60,10 @@ class OnnxModel:
     def logits(self, features: np.ndarray | Bag) -> np.ndarray:
         """``(B, num_classes)`` float32 logits of dense rows or a :class:`Bag`."""
         return self.run(self.feeds(features))
+
+
+def quiet_run_options() -> ort.RunOptions:
+    """Run options under which ONNX Runtime does not log a refused run to stderr (the caller reports it)."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # fatal only
+    return options

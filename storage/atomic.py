@@ -1,10 +1,18 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a partial write."""
+"""Atomic writes: a reader sees the old file (or folder) or the whole new one, never a partial write or a mix."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# The siblings a folder is written into and moved aside to while atomic_folder swaps it; a reader that meets one
+# knows a swap is under way (runtime.bundle.REWRITE_MARKS reads the same names).
+TMP_MARK, OLD_MARK = ".tmp-", ".old-"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
@@ -26,3 +34,43 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty sibling folder to write into; on success it takes ``folder``'s place, on failure it is removed.
+
+    The new folder is ``<folder>.tmp-<random>``; the swap is two renames (``folder`` to ``<folder>.old-<random>``,
+    the new folder to ``folder``), then the old one is deleted. POSIX cannot rename over a non-empty folder, so
+    for a moment ``folder`` is missing: a reader that fails while a ``.tmp-``/``.old-`` sibling exists reads again
+    (``runtime.bundle`` does), and a reader that checks every file against one manifest never mixes two folders.
+
+    >>> with atomic_folder(Path(tempfile.mkdtemp()) / "bundle") as tmp:
+    ...     _ = (tmp / "a.txt").write_text("new")
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(f"{folder.name}{TMP_MARK}{secrets.token_hex(4)}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for file in sorted(tmp.rglob("*")):
+            if file.is_file():
+                _fsync(file)
+        if not folder.exists():
+            os.rename(tmp, folder)
+            return
+        old = folder.with_name(f"{folder.name}{OLD_MARK}{secrets.token_hex(4)}")
+        os.rename(folder, old)
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            os.rename(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when the swap succeeded
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())

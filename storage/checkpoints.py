@@ -10,6 +10,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +61,26 @@ def check_model_class(path: str | os.PathLike, checkpoint: dict, class_path: str
             f"Checkpoint {path} was trained with {found}, but the config builds {class_path}. "
             "Use the config the checkpoint was trained with."
         )
+
+
+def check_same_data(path: str | os.PathLike, checkpoint: dict, datamodule: Any) -> None:
+    """Raise :class:`CheckpointError` if a resumed fit is given other data than ``checkpoint`` was trained on.
+
+    The datamodule's ``data_fingerprint`` (``datamodules.fingerprint``: the corpus as named, its split, a SHA-256 of
+    what the split served) is kept in every checkpoint; run before anything of the run is written.
+    """
+    given = getattr(datamodule, "data_fingerprint", None)
+    state = checkpoint.get(type(datamodule).__qualname__)
+    saved = state.get("data") if isinstance(state, dict) else None
+    if given is None or not isinstance(saved, dict):  # a datamodule without one, or a checkpoint from before it
+        return
+    if saved.get("sha256") == given["sha256"]:
+        return
+    raise CheckpointError(
+        f"Checkpoint {path} was trained on {saved.get('corpus')} (seed {saved.get('seed')}; {saved.get('rows')}), but "
+        f"this fit reads {given['corpus']} (seed {given['seed']}; {given['rows']}): other data or another split, "
+        "and resuming would mix them. Resume with the data it was trained on, or start a new run without --ckpt_path."
+    )
 
 
 def check_checkpoint_matches(path: str | os.PathLike, checkpoint: dict, model: torch.nn.Module) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from datamodules import MNISTDataModule, TextDataModule
+from datamodules.text_corpus import read_rows
 from modules import MLP, LogisticRegression
 from quantization import QuantizationData, quantize
 from quantization.bundle import write_bundle
@@ -203,3 +208,73 @@ def test_ckpt_path_naming_a_directory_lists_its_checkpoints(mnist_root, tmp_path
         f"error: Checkpoint {tmp_path / 'run'} is a directory (it holds checkpoints/best.ckpt, "
         "checkpoints/last.ckpt). Pass one .ckpt file to --ckpt_path."
     )
+
+
+_CSV = b"text,label\ngood great car,positive\nbad awful road,negative\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "message"),
+    [
+        ("corpus", None, [], r"error: Text file .*corpus is a folder, not a file\. Pass the corpus file inside it"),
+        ("corpus.csv.gz", gzip.compress(_CSV), [], r"error: .*corpus.csv.gz is gzip-compressed\. Decompress it first"),
+        ("corpus.csv", gzip.compress(_CSV), [], r"error: .*corpus.csv is gzip-compressed\. Decompress it first"),
+        ("corpus.csv", _CSV.replace(b",", b"\t"), [],
+         r"error: .*corpus.csv looks tab-separated \(its header 'text\\tlabel' holds tabs, no commas\), but its name "
+         r"ends in \.csv\. Rename it to \.tsv\.$"),
+        ("corpus.csv", _CSV, ["--data.init_args.seed", "-1"], r"error: Expected `seed` >= 0, got -1\.$"),
+    ],
+    ids=["folder", "gzip", "gzip-named-csv", "tab-separated-csv", "negative-seed"],
+)  # fmt: skip
+def test_bad_corpus_round_5(name, content, extra, message, tmp_path, capsys):
+    corpus = tmp_path / name
+    corpus.mkdir() if content is None else corpus.write_bytes(content)
+    args = text_args(corpus, tmp_path / "out", "--trainer.max_epochs", "1", *extra)
+    lines = [line for line in cli_error(capsys, "fit", *args).splitlines() if line != "Seed set to 0"]
+    assert len(lines) == 1 and re.match(message, lines[0]), lines
+    assert content is None or corpus.read_bytes() == content
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("name", ["texts.txt", "texts.jsonl"])
+def test_predict_on_an_empty_file_is_one_line(name, tmp_path, capsys):
+    corpus = write_text_corpus(tmp_path / "corpus.csv")
+    texts = tmp_path / name
+    texts.write_bytes(b"")
+    args = text_args(corpus, tmp_path / "out", "--data.init_args.predict_path", str(texts))
+    lines = [line for line in cli_error(capsys, "predict", *args).splitlines() if line != "Seed set to 0"]
+    assert lines == [
+        f"error: No text to predict in {texts}: the file is empty. Pass a file that holds the texts (one per line, "
+        "or CSV/TSV/JSON Lines rows)."
+    ]
+
+
+def test_json_lines_with_a_byte_order_mark_keep_their_first_row(tmp_path):
+    rows = [{"text": "good great car", "label": "positive"}, {"text": "bad awful road", "label": "negative"}]
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\n" for row in rows).encode())
+    read = read_rows(path, "text", "label")
+    assert read.texts == ["good great car", "bad awful road"] and read.lines == [1, 2] and not read.bad
+
+
+def test_texts_without_spaces_under_a_word_pattern_warn_and_name_token_pattern(tmp_path):
+    rng = np.random.default_rng(0)
+    positive, negative = ["好", "棒", "喜欢", "开心", "漂亮"], ["坏", "差", "讨厌", "难过", "糟糕"]
+    filler = ["今天", "汽车", "城市", "公交", "我的", "新的", "道路", "早上"]
+    lines = ["text,label"]
+    for i in range(200):  # Chinese as written: no spaces between words
+        words = [*rng.choice(positive if i % 2 else negative, 2, replace=False), *rng.choice(filler, 3, replace=False)]
+        lines.append("".join(rng.permutation(words)) + ("," + ("positive" if i % 2 else "negative")))
+    corpus = tmp_path / "chinese.csv"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning) as caught:
+        assert TextDataModule(str(corpus)).input_dim == 140  # one term per training text
+    assert [str(w.message) for w in caught] == [
+        f"20 of 20 validation texts of {corpus} share no term with the 140-term training vocabulary, so the model "
+        r"sees them as empty. If the texts do not separate words with spaces (Chinese, Japanese, Thai), token_pattern "
+        r"'(?u)\b\w\w+\b' makes each sentence one term: pass --data.init_args.token_pattern '(?u)\w' (one character "
+        "per term), e.g. with --data.init_args.ngram_range [1,2]."
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # characters (and pairs of them) as terms: shared, nothing to warn about
+        assert TextDataModule(str(corpus), token_pattern=r"(?u)\w", ngram_range=(1, 2)).input_dim == 258

@@ -199,7 +199,7 @@ def test_preprocessing_ships_compact_and_a_version_2_bundle_still_loads(text_set
     vocabulary = dm.preprocessing()["vectorizer"]["vocabulary"]
     assert "\n" not in shipped.rstrip("\n") and ": " not in shipped  # compact: one line, no spaces after separators
     assert json.loads(shipped)["vectorizer"]["vocabulary"] == sorted(vocabulary, key=vocabulary.get)  # column order
-    texts = [*dm.split_rows("test").texts, "", "words it never saw"]
+    texts = [*dm.split_rows("test").texts, "words it never saw"]
     labels = load_bundle(folder).predict(texts)
     # What version 2 wrote: the vocabulary as a term -> column mapping, indented; it reads the same.
     (folder / "preprocessing.json").write_text(json.dumps(dm.preprocessing(), indent=1), encoding="utf-8")
@@ -364,7 +364,7 @@ BAD_BUNDLES = {
     ),
     "wrong-version": (
         lambda b, t: bundle_with(b, t, _set_version),
-        r"version 99; this Quantlight reads 'quantlight-bundle' version 1, 2 or 3\. Write the bundle again",
+        r"version 99; this Quantlight reads 'quantlight-bundle' version 1, 2, 3 or 4\. Write the bundle again",
     ),
     "missing-artifact": (
         lambda b, t: bundle_with(b, t, lambda f: (f / "onnx_dynamic_int8.onnx").unlink()),
@@ -374,9 +374,9 @@ BAD_BUNDLES = {
         lambda b, t: bundle_with(b, t, _truncate_artifact),
         r"onnx_dynamic_int8.onnx does not match the SHA-256 in bundle.json \(truncated or replaced\)",
     ),
-    "bad-json": (
+    "edited-preprocessing": (  # every file is checked against its SHA-256 in bundle.json
         lambda b, t: bundle_with(b, t, lambda f: (f / "preprocessing.json").write_text("{")),
-        r"preprocessing.json is not valid JSON",
+        r"preprocessing.json does not match the SHA-256 in bundle.json \(truncated or replaced\)",
     ),
 }
 
