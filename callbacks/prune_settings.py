@@ -99,7 +99,7 @@ class PruneSettings(FineTuneSettings):
         unknown key in one line.
 
         >>> PruneSettings.from_values({"sizes": [{"terms": 2000, "hidden": 32}], "epochs": 2}).sizes
-        (PruneSize(terms=2000, hidden=32),)
+        (PruneSize(terms=2000, hidden=32, share=None),)
         """
         values = dict(values or {})
         unknown = sorted(set(values) - set(_KEYS))
