@@ -23,12 +23,14 @@ from torch import nn
 from errors import CheckpointError
 from quantization.artifacts import load_artifact
 from quantization.embedding_bag import table_rows
+from quantization.native_model import bundle_files
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
 from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
 from runtime import Bag, Bundle, BundleError, featurizer
 from runtime import bundle as runtime_bundle
 from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
+from runtime.native_bundle import NATIVE_FILE
 from storage.atomic import atomic_write
 
 __all__ = ["CARD_JSON", "CARD_MD", "FORMAT", "MANIFEST", "PREPROCESSING", "VERSION", "Bundle", "load_bundle"]
@@ -100,6 +102,9 @@ def write_bundle(
     card_data |= {"preprocessing_bytes": len(preprocessing_data)}
     card_data |= {"shipped_bytes": artifact.size_bytes + len(preprocessing_data)}  # what the report's rows count
     files = {name: artifact.data, PREPROCESSING: preprocessing_data, CARD_JSON: _json_bytes(card_data)}
+    sha256 = manifest["sha256"]
+    native, card_data["native"] = bundle_files(artifact.data, artifact.suffix, preprocessing, classes, sha256)
+    files |= native | {CARD_JSON: _json_bytes(card_data)}  # the native model (runtime/native), when it computes it
     files |= {CARD_MD: model_card_markdown(card_data, featurize.input_dim).encode("utf-8")}
     files |= {MANIFEST: _json_bytes(manifest)}  # every file serialized before any is written; the manifest last
     previous = _previous_artifact(folder)
@@ -107,6 +112,8 @@ def write_bundle(
         atomic_write(folder / file, data)
     if previous not in (None, name):
         (folder / previous).unlink(missing_ok=True)  # the artifact of the bundle this one replaced
+    if not native:
+        (folder / NATIVE_FILE).unlink(missing_ok=True)  # a native model of the bundle this one replaced
     return folder
 
 
@@ -187,7 +194,7 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # an unknown method, a hand-edited file
         raise CheckpointError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
     del data  # checked; the torch loader reads the file itself
-    return Bundle(folder, manifest, featurize, TorchModel(runner, featurize.input_dim), card)
+    return Bundle(folder, manifest, featurize, TorchModel(runner, featurize.input_dim), card, engine="torch")
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:

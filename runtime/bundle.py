@@ -13,13 +13,15 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .native_bundle import ENGINE_ENV, ENGINES, NativeBundle, card_of, load_native
 
-from .features import Bag, TextFeaturizer
-from .images import ImageFeaturizer
-from .onnx_model import OnnxModel
+if TYPE_CHECKING:  # numpy and ONNX Runtime load with the first bundle that runs on them, never with the native core
+    import numpy as np
+
+    from .features import Bag, TextFeaturizer
+    from .images import ImageFeaturizer
 
 # Version 1: dense-input artifacts only; 2: term-bag artifacts; 3: compact preprocessing.json (a text vocabulary as
 # its terms in column order).
@@ -38,6 +40,9 @@ def featurizer(preprocessing: Mapping[str, Any]) -> TextFeaturizer | ImageFeatur
     >>> featurizer({"input": "image", "image_shape": [28, 28], "mean": 0.1307, "std": 0.3081}).input_dim
     784
     """
+    from .features import TextFeaturizer
+    from .images import ImageFeaturizer
+
     kind = preprocessing.get("input")
     if kind == "text":
         return TextFeaturizer.from_state(preprocessing.get("vectorizer") or {})
@@ -62,11 +67,20 @@ class Bundle:
         featurize: Raw inputs -> features (a :class:`Bag` of term ids and weights, or dense rows).
         model: The loaded artifact: anything with ``sparse_input`` and ``logits(features) -> (N, C)``.
         card: Its ``model_card.json``.
+        engine: What runs the model: ``onnxruntime``, or ``torch`` for a torch artifact (the engine's loader).
     """
 
     def __init__(
-        self, folder: Path, manifest: dict, featurize: TextFeaturizer | ImageFeaturizer, model: Any, card: dict
+        self,
+        folder: Path,
+        manifest: dict,
+        featurize: TextFeaturizer | ImageFeaturizer,
+        model: Any,
+        card: dict,
+        engine: str = "onnxruntime",
     ) -> None:
+        self.engine = engine
+        self.engine_note = ""
         self.folder = folder
         self.method: str = manifest["method"]
         self.classes: list[str] = list(manifest["classes"])
@@ -86,10 +100,14 @@ class Bundle:
 
     def run(self, features: np.ndarray | Bag) -> np.ndarray:
         """``(N, num_classes)`` float32 logits of :meth:`features`, as the quantization report measured the artifact."""
+        import numpy as np
+
         return np.asarray(self.model.logits(features))
 
     def logits(self, inputs: Sequence) -> np.ndarray:
         """``(N, num_classes)`` float32 logits of raw inputs, :data:`_CHUNK_ROWS` at a time."""
+        import numpy as np
+
         if len(inputs) <= _CHUNK_ROWS:
             return self.run(self.features(inputs))
         return np.concatenate(
@@ -98,6 +116,8 @@ class Bundle:
 
     def predict_proba(self, inputs: Sequence) -> np.ndarray:
         """``(N, num_classes)`` float32 class probabilities (the softmax of the logits)."""
+        import numpy as np
+
         logits = self.logits(inputs)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -108,25 +128,42 @@ class Bundle:
         return [classes[i] for i in self.logits(inputs).argmax(axis=1).tolist()]
 
 
-def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
-    """Load a bundle, checking every file first; its ONNX artifact runs in ONNX Runtime.
+def load_bundle(path: str | os.PathLike, num_threads: int = 1, engine: str | None = None) -> Bundle | NativeBundle:
+    """Load a bundle, checking every file first; it runs on the native core when that is built and the bundle holds
+    a native model (``bundle.engine == "native"``), else its ONNX artifact runs in ONNX Runtime.
 
     Args:
         path: The bundle folder (or its ``bundle.json``).
-        num_threads: ONNX Runtime intra-op threads.
+        num_threads: ONNX Runtime intra-op threads (the native core runs one thread per call).
+        engine: ``auto`` (the default: native when possible), ``native`` (refused where it is not possible) or
+            ``onnxruntime``; ``None`` reads the ``QUANTLIGHT_ENGINE`` environment variable (default ``auto``).
 
     Raises:
         BundleError: The folder or one of its files is missing, corrupted or of another bundle version, or
             the artifact is a torch file (it needs torch: one line says how to load it or get a torch-free one).
     """
+    engine = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if engine not in ENGINES:
+        raise BundleError(f"Expected `engine` ({ENGINE_ENV}) to be one of ({', '.join(ENGINES)}), got {engine!r}.")
     folder, manifest = read_manifest(path)
     name = manifest["artifact"]
+    if engine != "onnxruntime" and Path(name).suffix == ".onnx":
+        try:
+            return load_native(folder, manifest, card_of(folder, CARD_JSON), BundleError)
+        except BundleError as err:
+            if engine == "native":
+                raise
+            note = str(err)
+    else:
+        note = "engine onnxruntime asked for" if engine == "onnxruntime" else ""
     if Path(name).suffix != ".onnx":
         raise BundleError(
             f"Bundle {folder} holds a torch artifact ({name}, method {manifest['method']}), which needs torch to "
             "load: use quantization.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
             "quantizing again with an ONNX method, e.g. --trainer.callbacks.methods '[onnx_static_int8]'."
         )
+    from .onnx_model import OnnxModel
+
     data = check_artifact(folder, manifest)
     try:
         featurize = featurizer(read_bundle_json(folder, PREPROCESSING))
@@ -134,7 +171,9 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:  # a hand-edited file
         raise BundleError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
     card = read_bundle_json(folder, CARD_JSON) if (folder / CARD_JSON).is_file() else {}
-    return Bundle(folder, manifest, featurize, model, card)
+    bundle = Bundle(folder, manifest, featurize, model, card)
+    bundle.engine_note = note  # why the native core does not run it
+    return bundle
 
 
 def check_artifact(folder: Path, manifest: Mapping[str, Any]) -> bytes:
