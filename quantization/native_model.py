@@ -25,6 +25,9 @@ from runtime.native_bundle import FORMAT_VERSION, MAGIC, NATIVE_FILE
 PATTERNS = {TOKEN_PATTERN: 1, r"(?u)\b\w+\b|[^\w\s]": 2}  # the token patterns the C featurizer knows
 OPS = {"bag_f32": 1, "bag_i4": 2, "bag_i8": 3, "quantize": 4, "qgemm": 5, "dequantize": 6, "dynq": 7, "gemm": 8}
 OPS |= {"relu": 9, "nbits": 10}
+# The nodes a layer starts with (the rest of a layer, e.g. MatMulInteger after DynamicQuantizeLinear, is read with it).
+LAYER_OPS = ("Relu", "Gemm", "MatMul", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "QGemm")
+LAYER_OPS += ("MatMulNBits",)
 BIAS, BIAS_I32, SIGNED, PER_CHANNEL, ZERO_POINTS, STATIC, INT8_COMPUTE = 1, 2, 4, 8, 16, 32, 64
 
 
@@ -274,7 +277,9 @@ def read_steps(graph: onnx.GraphProto) -> list[Step]:
     for node in graph.node:
         if id(node) in done:
             continue
-        if node.input[0] != current:
+        if node.op_type not in LAYER_OPS:
+            raise NativeUnsupported(f"a {node.op_type} node ({node.name})")
+        if not node.input or node.input[0] != current:
             raise NativeUnsupported(f"node {node.name or node.op_type} does not read the previous layer's output")
         extra: list = []
         step, current = _step(g, node, width, extra)
@@ -384,6 +389,6 @@ def bundle_files(
         return {}, {"unsupported": "a torch artifact"}
     try:
         image = native_model(artifact, preprocessing, classes, sha256)
-    except (NativeUnsupported, KeyError) as err:
+    except (NativeUnsupported, KeyError, IndexError, StopIteration) as err:  # StopIteration: a layer's node missing
         return {}, {"unsupported": f"the native core does not compute {err}"}
     return {NATIVE_FILE: image}, {"file": NATIVE_FILE, "model_bytes": len(image)}

@@ -76,7 +76,13 @@ def header() -> str:
         # Python 3.12's sum() of floats is compensated (Neumaier): the featurizer's L2 norm sums that way there.
         f"#define QL_COMPENSATED_SUM {int(sys.version_info >= (3, 12))}",
     ]
-    for name, members in classes().items():
+    table = classes()
+    # ASCII, the most common case, in one lookup: bit 1 word, 2 space, 4 cased, 8 case-ignorable.
+    flags = [
+        sum(bit for bit, members in zip((1, 2, 4, 8), table.values(), strict=True) if members[cp]) for cp in range(128)
+    ]
+    lines += [f"static const uint8_t ql_ascii[128] = {{{','.join(map(str, flags))}}};"]
+    for name, members in table.items():
         runs = ranges(members)
         body = ",".join(f"{{0x{a:X},0x{b:X}}}" for a, b in runs)
         lines += [f"#define QL_{name.upper()}_RANGES {len(runs)}"]

@@ -268,17 +268,18 @@ static int in_ranges(const uint32_t (*table)[2], uint32_t count, uint32_t cp) {
 }
 
 static int is_word(uint32_t cp) {
-    if (cp < 128) return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') || cp == '_';
-    return in_ranges(ql_word, QL_WORD_RANGES, cp);
+    return cp < 128 ? ql_ascii[cp] & 1 : in_ranges(ql_word, QL_WORD_RANGES, cp);
 }
 
 static int is_space(uint32_t cp) {
-    if (cp < 128) return cp == ' ' || (cp >= 9 && cp <= 13) || (cp >= 28 && cp <= 31);
-    return in_ranges(ql_space, QL_SPACE_RANGES, cp);
+    return cp < 128 ? ql_ascii[cp] & 2 : in_ranges(ql_space, QL_SPACE_RANGES, cp);
 }
 
-static int is_cased(uint32_t cp) { return in_ranges(ql_cased, QL_CASED_RANGES, cp); }
-static int is_case_ignorable(uint32_t cp) { return in_ranges(ql_case_ignorable, QL_CASE_IGNORABLE_RANGES, cp); }
+static int is_cased(uint32_t cp) { return cp < 128 ? ql_ascii[cp] & 4 : in_ranges(ql_cased, QL_CASED_RANGES, cp); }
+
+static int is_case_ignorable(uint32_t cp) {
+    return cp < 128 ? ql_ascii[cp] & 8 : in_ranges(ql_case_ignorable, QL_CASE_IGNORABLE_RANGES, cp);
+}
 
 /* Code point at *at, advancing it; invalid UTF-8 gives U+FFFD for each maximal invalid prefix, as CPython's
  * "replace" handler does. */
@@ -399,8 +400,7 @@ static size_t scan(const ql_model *m, const uint8_t *s, size_t size, int decodin
         int n = 1, i;
         if (m->lowercase) {
             n = lower(cp, prev_cased, s, size, at, decoding, low);
-            if (cp >= 128 && !is_case_ignorable(cp)) prev_cased = is_cased(cp);
-            else if (cp < 128) prev_cased = (cp >= 'A' && cp <= 'Z') || (cp >= 'a' && cp <= 'z');
+            if (!is_case_ignorable(cp)) prev_cased = is_cased(cp) != 0;
         } else low[0] = cp;
         for (i = 0; i < n; i++) {
             uint32_t c = low[i];
