@@ -224,3 +224,40 @@ def test_native_path_imports_neither_numpy_nor_onnxruntime(tiny_bundles):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0].startswith("native [")
     assert out.splitlines()[1] == "[]"
+
+
+@pytest.fixture(scope="module")
+def sanitized_fuzzer(tmp_path_factory) -> Path:
+    """``runtime/native/fuzz.c`` and the core built under AddressSanitizer and UndefinedBehaviorSanitizer."""
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    native_dir = REPO / "runtime/native"
+    out = tmp_path_factory.mktemp("fuzz") / "fuzz"
+    flags = ["-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-Wall", "-Werror"]
+    sources = [str(native_dir / "fuzz.c"), str(native_dir / "quantlight.c")]
+    build = subprocess.run([compiler, *flags, *sources, "-lm", "-o", str(out)], capture_output=True, text=True)
+    if build.returncode and "sanitize" in build.stderr:
+        pytest.skip(f"the compiler cannot build with sanitizers: {build.stderr.splitlines()[0]}")
+    assert build.returncode == 0, build.stderr
+    return out
+
+
+@pytest.mark.parametrize("method", [*ONNX_METHODS, "image"])
+def test_no_model_damage_or_text_reads_out_of_bounds(tiny_bundles, sanitized_fuzzer, method, tmp_path):
+    """Every truncation of the model file, random byte flips (size and checksum fixed up, so that each field's check
+    is reached) and random bytes as text, about a second each under the sanitizers: no fault, no undefined behaviour."""
+    if method == "image":  # a dense layer reading pixels: (64,) uint8 -> (4,)
+        rng = np.random.default_rng(0)
+        step = Step("dynq", 64, 4, arrays=[rng.integers(-64, 64, (64, 4), dtype=np.int8), np.ones(1, np.float32)])
+        step.arrays.append(np.zeros(1, np.int32))
+        preprocessing = {"input": "image", "image_shape": [8, 8], "mean": 0.5, "std": 0.25}
+        model = tmp_path / NATIVE_FILE
+        model.write_bytes(model_image([step, Step("relu", 4, 4)], preprocessing, list("abcd")))
+    else:
+        model = tiny_bundles[0][method] / NATIVE_FILE
+    run = subprocess.run([str(sanitized_fuzzer), str(model), "1", "7"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "all without a fault" in run.stdout

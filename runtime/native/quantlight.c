@@ -443,9 +443,10 @@ typedef struct {
 static void count_term(void *context, const char *token, size_t size, size_t full) {
     count_state *c = (count_state *)context;
     const ql_model *m = c->m;
-    uint32_t at, slot;
+    uint32_t at, slot, probes;
     if (full != size) return; /* longer than every term */
-    for (at = fnv1a((const uint8_t *)token, size) & m->hash_mask;; at = (at + 1u) & m->hash_mask) {
+    at = fnv1a((const uint8_t *)token, size) & m->hash_mask;
+    for (probes = 0; probes <= m->hash_mask; probes++, at = (at + 1u) & m->hash_mask) {
         uint32_t j = m->hash[at], start, end;
         if (!j) return;
         j--;
