@@ -383,12 +383,22 @@ def _step(g: _Graph, node: onnx.NodeProto, width: int, extra: list) -> tuple[Ste
 def bundle_files(
     artifact: bytes, suffix: str, preprocessing: Mapping[str, Any], classes: Sequence[str], sha256: str
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The files a bundle gains for the native core (its native model) and its model card's ``native`` entry:
-    the model's bytes, or why it has none (its bundle then runs on ONNX Runtime or torch)."""
+    """The files a bundle gains for the native core (its native model and its device build, ``device/``) and its model
+    card's ``native`` entry: the model's bytes and the device build's flash and RAM, or why it has none (its bundle
+    then runs on ONNX Runtime or torch)."""
+    from quantization.device_build import device_files, footprint
+
     if suffix != ".onnx":
         return {}, {"unsupported": "a torch artifact"}
     try:
-        image = native_model(artifact, preprocessing, classes, sha256)
+        steps = read_steps(onnx.load_from_string(artifact).graph)
+        image = model_image(steps, preprocessing, classes, sha256)
     except (NativeUnsupported, KeyError, IndexError, StopIteration) as err:  # StopIteration: a layer's node missing
         return {}, {"unsupported": f"the native core does not compute {err}"}
-    return {NATIVE_FILE: image}, {"file": NATIVE_FILE, "model_bytes": len(image)}
+    device = device_files(image, steps, preprocessing, len(classes))
+    card = {
+        "file": NATIVE_FILE,
+        "model_bytes": len(image),
+        "device": {"folder": "device", **footprint(device, len(image))},
+    }
+    return {NATIVE_FILE: image, **device}, card

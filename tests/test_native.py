@@ -261,3 +261,62 @@ def test_no_model_damage_or_text_reads_out_of_bounds(tiny_bundles, sanitized_fuz
     run = subprocess.run([str(sanitized_fuzzer), str(model), "1", "7"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "all without a fault" in run.stdout
+
+
+def build_device(folder: Path, tmp_path: Path) -> Path:
+    """The bundle's device folder compiled as its README says: ``cc -std=c99 -Os -Wall -Werror``."""
+    import shutil
+
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    device = shutil.copytree(folder / "device", tmp_path / "device")
+    flags = ["-std=c99", "-Os", "-Wall", "-Werror"]
+    subprocess.run([compiler, *flags, "-c", "predict.c", "-o", "predict.o"], cwd=device, check=True)
+    subprocess.run([compiler, *flags, "main.c", "predict.o", "-lm", "-o", "classify"], cwd=device, check=True)
+    return device
+
+
+def device_labels(device: Path, lines: list[str]) -> list[str]:
+    run = subprocess.run(
+        [str(device / "classify")], input="".join(f"{line}\n" for line in lines).encode(), capture_output=True
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.decode().splitlines()
+
+
+def assert_flash_as_stated(folder: Path, device: Path) -> None:
+    """The card's flash is the compiled object's code and constants (the whole model included)."""
+    sizes = subprocess.run(["size", "predict.o"], cwd=device, capture_output=True, text=True, check=True).stdout
+    text_bytes, data, bss = (int(v) for v in sizes.splitlines()[1].split()[:3])
+    stated = load_bundle(folder).card["native"]["device"]
+    assert text_bytes + data == stated["flash_bytes"]
+    assert data + bss == stated["static_ram_bytes"]
+
+
+@pytest.mark.parametrize("method", ["onnx_dynamic_int8", "onnx_int4"])
+def test_device_build_compiles_and_predicts_what_the_bundle_predicts(tiny_bundles, method, tmp_path):
+    folders, texts = tiny_bundles
+    device = build_device(folders[method], tmp_path)
+    texts = [*texts, "ΣΑΣ İ 🚗 good", "!!! bad ??"]
+    assert device_labels(device, texts) == load_bundle(folders[method]).predict(texts)
+    assert_flash_as_stated(folders[method], device)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("method", ["onnx_dynamic_int8", "onnx_static_int8", "onnx_int4"])
+def test_mnist_device_build_predicts_every_test_image_as_the_bundle(mirror, method, tmp_path):
+    from modules import LogisticRegression
+
+    images = read_idx_images(mirror / "MNIST/raw/t10k-images-idx3-ubyte")[:2000]
+    preprocessing = {"input": "image", "image_shape": [28, 28], "mean": 0.1307, "std": 0.3081}
+    torch.manual_seed(0)
+    net = LogisticRegression().net.eval() if hasattr(LogisticRegression(), "net") else LogisticRegression().eval()
+    features = torch.from_numpy(((images[:512].reshape(512, -1) / 255.0 - 0.1307) / 0.3081).astype(np.float32))
+    data = QuantizationData(example=features[:1], calibration=[features[:256], features[256:]])
+    folder = write_bundle(tmp_path / "b", quantize(net, method, data), net, preprocessing, [str(d) for d in range(10)])
+    device = build_device(folder, tmp_path)
+    lines = [" ".join(map(str, image.reshape(-1).tolist())) for image in images]
+    reference = load_bundle(folder, engine="onnxruntime")  # one image a call: dynamic int8 quantizes per call
+    assert device_labels(device, lines) == [reference.predict(images[i : i + 1])[0] for i in range(len(images))]
+    assert_flash_as_stated(folder, device)

@@ -9,7 +9,12 @@
 #include <math.h>
 #include <string.h>
 
+#if QL_TEXT
 #include "unicode_tables.h"
+#endif
+
+#define QL_HAS(op) ((QL_OPS >> (op)) & 1u)
+#define WHY(message) (QL_SMALL ? "not a usable model" : (message)) /* a small build keeps one message */
 
 #define QL_MAGIC 0x4D4E4C51u /* "QLNM" little-endian */
 #define QL_HEADER_WORDS 15u
@@ -35,9 +40,9 @@ static const void *take(reader *r, size_t count, size_t item) {
     size_t bytes;
     const void *p;
     if (r->error) return NULL;
-    if (item && count > (SIZE_MAX - 3) / item) { r->error = "an array size overflows"; return NULL; }
+    if (item && count > (SIZE_MAX - 3) / item) { r->error = WHY("an array size overflows"); return NULL; }
     bytes = count * item;
-    if (bytes > r->size - r->at) { r->error = "truncated: an array runs past the end of the file"; return NULL; }
+    if (bytes > r->size - r->at) { r->error = WHY("truncated: an array runs past the end of the file"); return NULL; }
     p = r->base + r->at;
     r->at += (bytes + 3u) & ~(size_t)3u; /* every field starts 4-byte aligned */
     if (r->at > r->size) r->at = r->size;
@@ -55,12 +60,18 @@ static float f32(reader *r) {
 }
 
 static uint32_t crc32(const uint8_t *data, size_t size) {
-    uint32_t table[256], crc = 0xFFFFFFFFu, c, i, k;
+    uint32_t crc = 0xFFFFFFFFu, k;
+#if QL_SMALL /* a bit at a time: slower, no table on the stack */
+    while (size--)
+        for (crc ^= *data++, k = 0; k < 8; k++) crc = (crc & 1u) ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+#else
+    uint32_t table[256], c, i;
     for (i = 0; i < 256; i++) {
         for (c = i, k = 0; k < 8; k++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
         table[i] = c;
     }
     while (size--) crc = table[(crc ^ *data++) & 0xFFu] ^ (crc >> 8);
+#endif
     return crc ^ 0xFFFFFFFFu;
 }
 
@@ -88,22 +99,25 @@ static const char *read_step(reader *r, ql_step *s, int first, uint32_t input_ki
     s->out_scale = f32(r);
     s->out_zero = (int32_t)u32(r);
     if (r->error) return r->error;
-    if (op < OP_BAG_F32 || op > OP_NBITS) return "unknown layer kind";
-    if (k == 0 || n == 0 || k > 0x1000000u || n > 0x100000u) return "a layer size out of range";
-    if ((op <= OP_BAG_I8) != (first && input_kind == TEXT)) return "a term bag that is not a text model's first layer";
+    if (op < OP_BAG_F32 || op > OP_NBITS) return WHY("unknown layer kind");
+    if (!QL_HAS(op) || (op <= OP_BAG_I8 && !QL_TEXT)) return WHY("a layer kind this build leaves out");
+    if (k == 0 || n == 0 || k > 0x1000000u || n > 0x100000u) return WHY("a layer size out of range");
+    if ((op <= OP_BAG_I8) != (first && input_kind == TEXT)) return WHY("a term bag that is not a text model's first layer");
     if (first && input_kind == IMAGE && op != OP_GEMM && op != OP_DYNQ && op != OP_NBITS && op != OP_QUANTIZE)
-        return "an image model's first layer of a kind that cannot read pixels";
-    if (s->in_zero < 0 || s->in_zero > 255 || s->out_zero < 0 || s->out_zero > 255) return "a zero point out of range";
-    if ((op == OP_QUANTIZE || op == OP_DEQUANTIZE || op == OP_RELU) && k != n) return "an elementwise layer changes width";
+        return WHY("an image model's first layer of a kind that cannot read pixels");
+    if (s->in_zero < 0 || s->in_zero > 255 || s->out_zero < 0 || s->out_zero > 255) return WHY("a zero point out of range");
+    if ((op == OP_QUANTIZE || op == OP_DEQUANTIZE || op == OP_RELU) && k != n) return WHY("an elementwise layer changes width");
     channels = (s->flags & F_PER_CHANNEL) ? n : 1u;
     switch (op) {
     case OP_BAG_F32:
+        if (!QL_HAS(OP_BAG_F32)) break;
         s->w = take(r, (size_t)k * n, 4);
         break;
     case OP_BAG_I4:
-        if (n % 2 || s->a < 2 || s->a > 256 || s->a % 2) return "4-bit rows of an odd width or block";
+        if (!QL_HAS(OP_BAG_I4)) break;
+        if (n % 2 || s->a < 2 || s->a > 256 || s->a % 2) return WHY("4-bit rows of an odd width or block");
         blocks = (n + s->a - 1) / s->a;
-        if (s->b != blocks) return "4-bit rows whose block count does not fit their width";
+        if (s->b != blocks) return WHY("4-bit rows whose block count does not fit their width");
         s->w = take(r, (size_t)k * (n / 2), 1);
         s->scale = (const float *)take(r, (size_t)k * blocks, 4);
         if (s->flags & F_ZERO_POINTS) s->zero_points = (const uint8_t *)take(r, (size_t)k * ((blocks + 1) / 2), 1);
@@ -111,21 +125,24 @@ static const char *read_step(reader *r, ql_step *s, int first, uint32_t input_ki
     case OP_BAG_I8:
     case OP_DYNQ:
     case OP_QGEMM:
+        if (!QL_HAS(OP_BAG_I8) && !QL_HAS(OP_DYNQ) && !QL_HAS(OP_QGEMM)) break;
         s->w = take(r, (size_t)k * n, 1);
         s->scale = (const float *)take(r, channels, 4);
         s->zero = (const int32_t *)take(r, channels, 4);
         if (s->zero)
             for (blocks = 0; blocks < channels; blocks++)
-                if (s->zero[blocks] < -128 || s->zero[blocks] > 255) return "a zero point out of range";
+                if (s->zero[blocks] < -128 || s->zero[blocks] > 255) return WHY("a zero point out of range");
         if (op == OP_BAG_I8 && (s->flags & F_STATIC)) s->unit = (const float *)take(r, n, 4);
         break;
     case OP_GEMM:
+        if (!QL_HAS(OP_GEMM)) break;
         s->w = take(r, (size_t)k * n, 4);
         break;
     case OP_NBITS:
-        if (s->a < 16 || s->a > 256 || (s->a & (s->a - 1))) return "a 4-bit block size that is not 16..256";
+        if (!QL_HAS(OP_NBITS)) break;
+        if (s->a < 16 || s->a > 256 || (s->a & (s->a - 1))) return WHY("a 4-bit block size that is not 16..256");
         blocks = (k + s->a - 1) / s->a;
-        if (s->b != blocks) return "4-bit weights whose block count does not fit their inputs";
+        if (s->b != blocks) return WHY("4-bit weights whose block count does not fit their inputs");
         s->w = take(r, (size_t)n * blocks * (s->a / 2), 1);
         s->scale = (const float *)take(r, (size_t)n * blocks, 4);
         if (s->flags & F_ZERO_POINTS) s->zero_points = (const uint8_t *)take(r, (size_t)n * ((blocks + 1) / 2), 1);
@@ -144,48 +161,49 @@ int ql_load(ql_model *m, const void *image, size_t size, const char **error) {
     int bytes;
     const uint32_t one = 1;
     memset(m, 0, sizeof *m);
-    if (*(const uint8_t *)&one != 1) return fail(error, "this machine is big-endian; model files are little-endian");
-    if (!image || ((uintptr_t)image & 3u)) return fail(error, "the model image is not 4-byte aligned");
+    if (*(const uint8_t *)&one != 1) return fail(error, WHY("this machine is big-endian; model files are little-endian"));
+    if (!image || ((uintptr_t)image & 3u)) return fail(error, WHY("the model image is not 4-byte aligned"));
     r.base = (const uint8_t *)image;
     r.size = size;
     r.at = 0;
     r.error = NULL;
-    if (size < 4 * QL_HEADER_WORDS + 4 || u32(&r) != QL_MAGIC) return fail(error, "not a Quantlight native model");
-    if (u32(&r) != QL_FORMAT_VERSION) return fail(error, "a native model of another format version");
+    if (size < 4 * QL_HEADER_WORDS + 4 || u32(&r) != QL_MAGIC) return fail(error, WHY("not a Quantlight native model"));
+    if (u32(&r) != QL_FORMAT_VERSION) return fail(error, WHY("a native model of another format version"));
     total = u32(&r);
-    if (total != size || size % 4) return fail(error, "truncated or padded: the size does not match its header");
+    if (total != size || size % 4) return fail(error, WHY("truncated or padded: the size does not match its header"));
     if (crc32(r.base, size - 4) != ((const uint32_t *)image)[size / 4 - 1])
-        return fail(error, "corrupted: the checksum does not match");
+        return fail(error, WHY("corrupted: the checksum does not match"));
     r.size = size - 4;
     m->input_kind = u32(&r);
     m->input_dim = u32(&r);
     m->num_classes = u32(&r);
     m->num_steps = u32(&r);
     take(&r, 8, 4); /* the ONNX artifact's SHA-256, which the bundle loader checks */
-    if (m->input_kind > IMAGE || m->input_dim == 0 || m->input_dim > 0x1000000u) return fail(error, "a bad input");
-    if (m->num_classes < 1 || m->num_classes > 0x10000u) return fail(error, "a bad class count");
-    if (m->num_steps < 1 || m->num_steps > QL_MAX_STEPS) return fail(error, "a bad layer count");
+    if (m->input_kind > IMAGE || m->input_dim == 0 || m->input_dim > 0x1000000u) return fail(error, WHY("a bad input"));
+    if (m->num_classes < 1 || m->num_classes > 0x10000u) return fail(error, WHY("a bad class count"));
+    if (m->num_steps < 1 || m->num_steps > QL_MAX_STEPS) return fail(error, WHY("a bad layer count"));
     m->label_end = (const uint32_t *)take(&r, m->num_classes, 4);
     if (r.error) return fail(error, r.error);
     for (i = 0; i < m->num_classes; i++)
-        if (m->label_end[i] < (i ? m->label_end[i - 1] : 0)) return fail(error, "labels out of order");
+        if (m->label_end[i] < (i ? m->label_end[i - 1] : 0)) return fail(error, WHY("labels out of order"));
     m->label_bytes = (const uint8_t *)take(&r, m->label_end[m->num_classes - 1], 1);
     d = m->input_dim;
     if (m->input_kind == TEXT) {
+        if (!QL_TEXT) return fail(error, WHY("a text model: this build leaves the text featurizer out"));
         m->lowercase = u32(&r);
         m->pattern = u32(&r);
         m->tfidf = u32(&r);
         m->sublinear = u32(&r);
         m->l2 = u32(&r);
         m->hash_mask = u32(&r) - 1u;
-        if (m->pattern != WORDS_2 && m->pattern != WORDS_OR_MARK) return fail(error, "an unknown token pattern");
-        if ((m->hash_mask + 1u) < d || ((m->hash_mask + 1u) & m->hash_mask)) return fail(error, "a bad term table size");
+        if (m->pattern != WORDS_2 && m->pattern != WORDS_OR_MARK) return fail(error, WHY("an unknown token pattern"));
+        if ((m->hash_mask + 1u) < d || ((m->hash_mask + 1u) & m->hash_mask)) return fail(error, WHY("a bad term table size"));
         if (m->tfidf) m->idf = (const uint8_t *)take(&r, d, 8);
         m->term_end = (const uint32_t *)take(&r, d, 4);
         if (r.error) return fail(error, r.error);
         for (i = 0; i < d; i++) {
             uint32_t start = i ? m->term_end[i - 1] : 0;
-            if (m->term_end[i] < start) return fail(error, "terms out of order");
+            if (m->term_end[i] < start) return fail(error, WHY("terms out of order"));
             if (m->term_end[i] - start > max_bytes) max_bytes = m->term_end[i] - start;
         }
         m->max_term_bytes = max_bytes;
@@ -193,7 +211,7 @@ int ql_load(ql_model *m, const void *image, size_t size, const char **error) {
         m->hash = (const uint32_t *)take(&r, (size_t)m->hash_mask + 1u, 4);
         if (r.error) return fail(error, r.error);
         for (i = 0; i <= m->hash_mask; i++)
-            if (m->hash[i] > d) return fail(error, "a term table entry out of range");
+            if (m->hash[i] > d) return fail(error, WHY("a term table entry out of range"));
     } else {
         m->pixel_scale = f32(&r);
         m->mean = f32(&r);
@@ -205,16 +223,16 @@ int ql_load(ql_model *m, const void *image, size_t size, const char **error) {
         ql_step *s = &m->steps[i];
         const char *why = read_step(&r, s, i == 0, m->input_kind);
         if (why) return fail(error, why);
-        if (i == 0 && s->in_dim != d) return fail(error, "the first layer does not read the input's width");
-        if (i > 0 && s->in_dim != m->steps[i - 1].out_dim) return fail(error, "a layer does not read its input's width");
-        if (reads_bytes(s->op) != bytes) return fail(error, "a layer reads activations of another type");
+        if (i == 0 && s->in_dim != d) return fail(error, WHY("the first layer does not read the input's width"));
+        if (i > 0 && s->in_dim != m->steps[i - 1].out_dim) return fail(error, WHY("a layer does not read its input's width"));
+        if (reads_bytes(s->op) != bytes) return fail(error, WHY("a layer reads activations of another type"));
         bytes = writes_bytes(s);
         if (s->out_dim > m->max_width) m->max_width = s->out_dim;
         if (i > 0 && s->in_dim > m->max_width) m->max_width = s->in_dim;
     }
     if (bytes || m->steps[m->num_steps - 1].out_dim != m->num_classes)
-        return fail(error, "the last layer does not give one float logit per class");
-    if (r.at != r.size) return fail(error, "bytes left over after the last layer");
+        return fail(error, WHY("the last layer does not give one float logit per class"));
+    if (r.at != r.size) return fail(error, WHY("bytes left over after the last layer"));
     return 0;
 }
 
@@ -255,6 +273,7 @@ static size_t layout(const ql_model *m, void *base, workspace *w) {
 size_t ql_workspace_bytes(const ql_model *m) { return layout(m, NULL, NULL); }
 
 /* ---------------------------------------------------------------- text */
+#if QL_TEXT
 
 static int in_ranges(const uint32_t (*table)[2], uint32_t count, uint32_t cp) {
     uint32_t lo = 0, hi = count;
@@ -540,6 +559,8 @@ uint32_t ql_features(const ql_model *m, void *work, const char *text, size_t siz
     return n;
 }
 
+#endif /* QL_TEXT */
+
 /* ---------------------------------------------------------------- layers */
 
 /* Where a dense layer reads its input: float activations, or the image's pixels through the preprocessing. */
@@ -581,6 +602,7 @@ static int32_t code(const ql_step *s, size_t i) {
     return (s->flags & F_SIGNED) ? (int32_t)((const int8_t *)s->w)[i] : (int32_t)((const uint8_t *)s->w)[i];
 }
 
+#if QL_TEXT
 static void bag(const ql_step *s, workspace *w, uint32_t n, float *out) {
     uint32_t h, l, H = s->out_dim, blocks = s->b;
     const float *tw = w->term_weights;
@@ -649,22 +671,28 @@ static void bag(const ql_step *s, workspace *w, uint32_t n, float *out) {
     }
 }
 
+#endif
+
 static void dense(const ql_step *s, const source *x, const uint8_t *qx, float *out, uint8_t *qout, uint32_t *acc) {
     uint32_t K = s->in_dim, N = s->out_dim, k, n, pc = (s->flags & F_PER_CHANNEL) ? 1 : 0;
     switch (s->op) {
     case OP_RELU:
+        if (!QL_HAS(OP_RELU)) return;
         for (k = 0; k < K; k++) {
             float v = at(x, k);
             out[k] = v > 0.0f ? v : 0.0f;
         }
         return;
     case OP_QUANTIZE:
+        if (!QL_HAS(OP_QUANTIZE)) return;
         for (k = 0; k < K; k++) qout[k] = (uint8_t)quantize(at(x, k), s->out_scale, s->out_zero);
         return;
     case OP_DEQUANTIZE:
+        if (!QL_HAS(OP_DEQUANTIZE)) return;
         for (k = 0; k < K; k++) out[k] = (float)((int32_t)qx[k] - s->in_zero) * s->in_scale;
         return;
     case OP_GEMM: /* x @ W^T + b, W (N, K) */
+        if (!QL_HAS(OP_GEMM)) return;
         for (n = 0; n < N; n++) {
             const float *row = (const float *)s->w + (size_t)n * K;
             float v = 0.0f;
@@ -673,6 +701,7 @@ static void dense(const ql_step *s, const source *x, const uint8_t *qx, float *o
         }
         return;
     case OP_DYNQ: { /* DynamicQuantizeLinear, MatMulInteger (W (K, N)), Cast, Mul(x_scale * w_scale), Add bias */
+        if (!QL_HAS(OP_DYNQ)) return;
         float xs;
         int32_t xz;
         dynamic_range(x, NULL, K, &xs, &xz);
@@ -690,6 +719,7 @@ static void dense(const ql_step *s, const source *x, const uint8_t *qx, float *o
         return;
     }
     case OP_QGEMM: /* (a - a_zero) . (w - w_zero) + bias in int32, requantized by a_scale * w_scale / y_scale */
+        if (!QL_HAS(OP_QGEMM)) return;
         for (n = 0; n < N; n++) {
             size_t row = (size_t)n * K;
             uint32_t a = s->bias_i32 ? (uint32_t)s->bias_i32[n] : 0u;
@@ -703,6 +733,7 @@ static void dense(const ql_step *s, const source *x, const uint8_t *qx, float *o
         }
         return;
     case OP_NBITS: { /* MatMulNBits: W (N, blocks, block/2) 4-bit codes along K, a scale per block */
+        if (!QL_HAS(OP_NBITS)) return;
         uint32_t bs = s->a, blocks = s->b, b, i;
         for (n = 0; n < N; n++) {
             float v = 0.0f;
@@ -748,12 +779,16 @@ static int run(const ql_model *m, workspace *w, const source *input, uint32_t te
     const float *f = input->f;
     const uint8_t *q = NULL;
     int flip = 0;
+    (void)terms;
     for (i = 0; i < m->num_steps; i++) {
         const ql_step *s = &m->steps[i];
         float *out = flip ? w->fb : w->fa;
         uint8_t *qout = flip ? w->qb : w->qa;
+#if QL_TEXT
         if (s->op <= OP_BAG_I8) bag(s, w, terms, out);
-        else if (i == 0) dense(s, input, q, out, qout, w->acc);
+        else
+#endif
+        if (i == 0) dense(s, input, q, out, qout, w->acc);
         else {
             source x = {0};
             x.f = f;
@@ -767,6 +802,7 @@ static int run(const ql_model *m, workspace *w, const source *input, uint32_t te
     return (int)best;
 }
 
+#if QL_TEXT
 int ql_predict_text(const ql_model *m, void *work, const char *text, size_t size, int decoding, float *logits) {
     workspace w;
     source none = {0};
@@ -776,6 +812,8 @@ int ql_predict_text(const ql_model *m, void *work, const char *text, size_t size
     n = featurize(m, &w, (const uint8_t *)text, size, decoding);
     return run(m, &w, &none, n, logits);
 }
+
+#endif
 
 int ql_predict_image(const ql_model *m, void *work, const uint8_t *pixels, float *logits) {
     workspace w;

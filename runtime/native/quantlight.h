@@ -13,7 +13,22 @@
 #include <stdint.h>
 
 #define QL_FORMAT_VERSION 1u
+
+/* Build settings (a device build's model.h sets them for its model; the defaults build everything):
+ * QL_MAX_STEPS layers at most; QL_TEXT 0 leaves the text featurizer out; QL_OPS the layer kinds compiled in (bit
+ * i for kind i); QL_SMALL checks the checksum without a 1 KB table. */
+#ifndef QL_MAX_STEPS
 #define QL_MAX_STEPS 16
+#endif
+#ifndef QL_TEXT
+#define QL_TEXT 1
+#endif
+#ifndef QL_OPS
+#define QL_OPS 0xFFFFFFFFu
+#endif
+#ifndef QL_SMALL
+#define QL_SMALL 0
+#endif
 
 /* Errors: negative return values. */
 #define QL_ERR_FORMAT (-1) /* not a model image, truncated, corrupted, or of another version */
