@@ -27,7 +27,7 @@ from quantization.native_model import bundle_files
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
 from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
-from runtime import Bag, Bundle, BundleError, featurizer
+from runtime import Bag, Bundle, BundleError, NativeBundle, featurizer
 from runtime import bundle as runtime_bundle
 from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
 from runtime.native_bundle import NATIVE_FILE
@@ -166,13 +166,14 @@ class TorchModel:
         return self.runner.logits(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))).numpy()
 
 
-def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
+def load_bundle(path: str | os.PathLike, num_threads: int = 1, engine: str | None = None) -> Bundle | NativeBundle:
     """Load a bundle written by :func:`write_bundle`, checking every file first: ONNX artifacts with the
     ``runtime`` package (no torch needed), torch artifacts with torch (``weights_only``, no unpickled code).
 
     Args:
         path: The bundle folder (or its ``bundle.json``).
         num_threads: ONNX Runtime intra-op threads (torch artifacts use ``torch.set_num_threads``).
+        engine: As ``runtime.load_bundle``'s (``auto``: the native core where it is built and the bundle has one).
 
     Raises:
         CheckpointError: The folder or one of its files is missing, corrupted, or of another bundle version;
@@ -181,7 +182,7 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
     folder, manifest = read_manifest(path)
     if Path(manifest["artifact"]).suffix == ".onnx":
         try:
-            return runtime_bundle.load_bundle(folder, num_threads)
+            return runtime_bundle.load_bundle(folder, num_threads, engine)
         except BundleError as err:
             raise CheckpointError(str(err)) from err
     try:
