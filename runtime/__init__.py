@@ -11,9 +11,6 @@ Use::
     bundle.predict(["what a great day", "worst service ever"])  # ['positive', 'negative']
 """
 
-from importlib import import_module
-from typing import Any
-
 from .bundle import Bundle, BundleError, featurizer, load_bundle, read_manifest
 from .native_bundle import NativeBundle
 
@@ -22,9 +19,9 @@ _LAZY = {"Bag": "features", "TextFeaturizer": "features", "ImageFeaturizer": "im
 _LAZY |= {"read_images": "images", "TERM_IDS": "onnx_model", "TERM_WEIGHTS": "onnx_model", "OnnxModel": "onnx_model"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(__import__(f"{__name__}.{_LAZY[name]}", fromlist=[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

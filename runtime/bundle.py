@@ -8,7 +8,6 @@ torch, Lightning or scikit-learn: loading one costs what numpy and ONNX Runtime 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -178,6 +177,8 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1, engine: str | Non
 
 def check_artifact(folder: Path, manifest: Mapping[str, Any]) -> bytes:
     """The artifact's bytes, once their SHA-256 matches the manifest's."""
+    import hashlib  # here: the native core's loading never needs it
+
     name = manifest["artifact"]
     data = (folder / name).read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):

@@ -105,14 +105,16 @@ def load_native(folder: Path, manifest: Mapping[str, Any], card: dict, error: ty
     if not path.is_file():
         why = card.get("native", {}).get("unsupported", "it was written before native models existed")
         raise error(f"Bundle {folder} holds no native model ({NATIVE_FILE}): {why}. Load it with engine='onnxruntime'.")
-    data = path.read_bytes()
     try:
-        model = core.load(data)
+        model = core.load_file(str(path))  # read straight into the core's memory: one copy of the model
     except core.Error as err:
         raise error(f"Bundle {folder}: {NATIVE_FILE} is {err}. Copy the whole folder again, or write it again.") from (
             err
         )
-    if data[28:60].hex() != manifest.get("sha256"):
+    with open(path, "rb") as f:
+        f.seek(28)
+        artifact_sha256 = f.read(32).hex()  # the header's record of the artifact it was written from
+    if artifact_sha256 != manifest.get("sha256"):
         raise error(
             f"Bundle {folder}: {NATIVE_FILE} was written from another artifact than {manifest['artifact']}. "
             "Write the bundle again."

@@ -11,7 +11,7 @@
 typedef struct {
     PyObject_HEAD
     ql_model model;
-    void *image;     /* the model image, 4-byte aligned (the core keeps pointers into it) */
+    void *image;     /* the model image (PyMem_RawMalloc: aligned; the core keeps pointers into it) */
     void *workspace; /* zero-filled once; every call leaves it so */
     float *logits;
 } Model;
@@ -211,7 +211,7 @@ static PyObject *Model_features(Model *self, PyObject *const *args, Py_ssize_t n
 }
 
 static void Model_dealloc(Model *self) {
-    PyMem_Free(self->image);
+    PyMem_RawFree(self->image);
     PyMem_Free(self->workspace);
     PyMem_Free(self->logits);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -273,33 +273,20 @@ static PyTypeObject ModelType = {
 
 static PyObject *Error;
 
-/* load(image) -> Model, or quantlight_native.Error saying why the bytes are not a model. */
-static PyObject *load(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer view;
-    Model *self;
+/* A Model around image (taken over: freed with the model), or NULL with Error saying why it is not a model. */
+static PyObject *make_model(void *image, size_t size) {
+    Model *self = PyObject_New(Model, &ModelType);
     const char *why = NULL;
-    (void)module;
-    if (one_arg(nargs, "load") || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    self = PyObject_New(Model, &ModelType);
     if (!self) {
-        PyBuffer_Release(&view);
+        PyMem_RawFree(image);
         return NULL;
     }
-    self->workspace = NULL, self->logits = NULL;
-    self->image = PyMem_Malloc(view.len ? (size_t)view.len : 1);
-    if (!self->image) {
-        PyBuffer_Release(&view);
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    memcpy(self->image, view.buf, (size_t)view.len);
-    if (ql_load(&self->model, self->image, (size_t)view.len, &why)) {
-        PyBuffer_Release(&view);
+    self->image = image, self->workspace = NULL, self->logits = NULL;
+    if (ql_load(&self->model, self->image, size, &why)) {
         Py_DECREF(self);
         PyErr_Format(Error, "not a usable native model: %s", why);
         return NULL;
     }
-    PyBuffer_Release(&view);
     self->workspace = PyMem_Calloc(1, ql_workspace_bytes(&self->model) + 8);
     self->logits = PyMem_Malloc(self->model.num_classes * sizeof(float));
     if (!self->workspace || !self->logits) {
@@ -309,8 +296,51 @@ static PyObject *load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+/* load(image) -> Model from bytes (copied into memory the core can keep pointers into). */
+static PyObject *load(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    void *image;
+    (void)module;
+    if (one_arg(nargs, "load") || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    image = PyMem_RawMalloc(view.len ? (size_t)view.len : 1);
+    if (image) memcpy(image, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return image ? make_model(image, (size_t)view.len) : PyErr_NoMemory();
+}
+
+/* load_file(path) -> Model read straight into its own memory: one copy of the model in the process. */
+static PyObject *load_file(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *path;
+    FILE *f;
+    long size;
+    void *image = NULL;
+    size_t got = 0;
+    (void)module;
+    if (one_arg(nargs, "load_file") || !PyUnicode_FSConverter(args[0], &path)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    f = fopen(PyBytes_AS_STRING(path), "rb");
+    if (f && !fseek(f, 0, SEEK_END) && (size = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET)) {
+        image = PyMem_RawMalloc(size ? (size_t)size : 1);
+        if (image) got = fread(image, 1, (size_t)size, f);
+        if (image && got != (size_t)size) {
+            PyMem_RawFree(image);
+            image = NULL;
+        }
+    }
+    if (f) fclose(f);
+    Py_END_ALLOW_THREADS
+    if (!image) {
+        PyErr_Format(Error, "not readable: %s", PyBytes_AS_STRING(path));
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_DECREF(path);
+    return make_model(image, got);
+}
+
 static PyMethodDef module_methods[] = {
     {"load", (PyCFunction)(void (*)(void))load, METH_FASTCALL, "load(image bytes) -> Model"},
+    {"load_file", (PyCFunction)(void (*)(void))load_file, METH_FASTCALL, "load_file(path) -> Model"},
     {NULL, NULL, 0, NULL},
 };
 
