@@ -4,13 +4,12 @@ The image is a versioned little-endian file: a header, the labels, the featurize
 idf and settings; or the image normalization), then one record per layer with the artifact's own constants (fp32
 weights, int8 codes with their scales and zero points, packed 4-bit rows). Each layer is read off the artifact's
 graph, node by node: a graph with any other node gets no native model (:class:`NativeUnsupported` says why), and
-its bundle runs on ONNX Runtime. A CRC-32 ends the file; the C loader checks every field against its length.
+its bundle runs on ONNX Runtime. A checksum ends the file; the C loader checks every field against its length.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,19 @@ class Step:
 
 def _aligned(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
+
+
+def checksum(body: bytes) -> int:
+    """The image's checksum (``checksum`` in ``quantlight.c``): Fletcher's two wrapping sums over the 32-bit words,
+    ``a ^ rotl(b, 16)``, where ``b`` sums each word times its distance from the end.
+
+    >>> hex(checksum(bytes([1, 0, 0, 0, 2, 0, 0, 0])))  # a = 3, b = 1 + 3 = 4
+    '0x40003'
+    """
+    words = np.frombuffer(body, dtype="<u4").astype(np.uint64)
+    a = int(words.sum()) & 0xFFFFFFFF
+    b = int((words * np.arange(len(words), 0, -1, dtype=np.uint64)).sum()) & 0xFFFFFFFF
+    return a ^ (((b << 16) | (b >> 16)) & 0xFFFFFFFF)
 
 
 def fnv1a(data: bytes) -> int:
@@ -144,7 +156,7 @@ def model_image(
     header += struct.pack("<3I", input_dim, len(labels), len(steps)) + bytes.fromhex(sha256)
     body = header + _strings(labels) + featurizer + b"".join(step.to_bytes() for step in steps)
     body = body[:8] + struct.pack("<I", len(body) + 4) + body[12:]
-    return body + struct.pack("<I", zlib.crc32(body))
+    return body + struct.pack("<I", checksum(body))
 
 
 # ---------------------------------------------------------------------------------------------- reading the graph

@@ -21,14 +21,14 @@ static uint32_t next(void) { /* xorshift32: reproducible from the seed */
     return state;
 }
 
-static uint32_t crc32(const uint8_t *data, size_t size) {
-    uint32_t crc = 0xFFFFFFFFu;
-    int k;
-    while (size--) {
-        crc ^= *data++;
-        for (k = 0; k < 8; k++) crc = (crc & 1u) ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+static uint32_t checksum(const uint8_t *data, size_t size) { /* as quantlight.c's */
+    uint32_t a = 0, b = 0, word;
+    for (; size >= 4; size -= 4, data += 4) {
+        memcpy(&word, data, 4);
+        a += word;
+        b += a;
     }
-    return crc ^ 0xFFFFFFFFu;
+    return a ^ ((b << 16) | (b >> 16));
 }
 
 static size_t random_text(char *out, size_t cap) {
@@ -67,7 +67,7 @@ static int try_model(const uint8_t *image, size_t size, int fix, int inputs) {
     if (fix && size >= 16 && size % 4 == 0) { /* the size field and the checksum made to match */
         uint32_t total = (uint32_t)size, crc;
         memcpy(copy + 8, &total, 4);
-        crc = crc32(copy, size - 4);
+        crc = checksum(copy, size - 4);
         memcpy(copy + size - 4, &crc, 4);
     }
     loaded = ql_load(&model, copy, size, NULL) == 0;

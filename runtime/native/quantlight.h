@@ -16,7 +16,7 @@
 
 /* Build settings (a device build's model.h sets them for its model; the defaults build everything):
  * QL_MAX_STEPS layers at most; QL_TEXT 0 leaves the text featurizer out; QL_OPS the layer kinds compiled in (bit
- * i for kind i); QL_SMALL checks the checksum without a 1 KB table. */
+ * i for kind i); QL_SMALL keeps one short error message. */
 #ifndef QL_MAX_STEPS
 #define QL_MAX_STEPS 16
 #endif
