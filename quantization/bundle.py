@@ -23,7 +23,7 @@ from torch import nn
 from errors import CheckpointError
 from quantization.artifacts import load_artifact
 from quantization.embedding_bag import table_rows
-from quantization.native_model import bundle_files
+from quantization.native_graph import bundle_files
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
 from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
