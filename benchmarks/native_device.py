@@ -2,6 +2,7 @@
 the same bundle's accuracy on ONNX Runtime (the report row's figure).
 
     python benchmarks/native_device.py [--epochs 3] [--methods onnx_dynamic_int8 onnx_static_int8 onnx_int4 fp32]
+        [--images 10000] [--quick]
 
 A logistic regression (784 -> 10) is trained on the mirror's 60,000 training images (Adam, batch 256, the MNIST
 datamodule's normalization), quantized by each method and written as a bundle; its device folder is compiled with
@@ -65,7 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["onnx_dynamic_int8", "onnx_static_int8", "onnx_int4", "fp32"])
+    parser.add_argument("--images", type=int, default=10000, help="test images labelled")
+    parser.add_argument("--quick", action="store_true", help="one epoch, the 4-bit method, 500 test images")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.methods, args.images = 1, ["onnx_int4"], 500
     raw = MIRROR / "MNIST/raw"
     if not (raw / "t10k-images-idx3-ubyte").is_file():
         parser.error(f"{raw} holds no MNIST files: set QUANTLIGHT_MIRROR to the offline data mirror.")
@@ -73,8 +78,9 @@ def main() -> None:
     start = time.perf_counter()
     net = train(args.epochs)
     print(f"Trained in {time.perf_counter() - start:.0f} s ({args.epochs} epochs).\n")
-    images = read_idx_images(raw / "t10k-images-idx3-ubyte")
-    truth = [str(v) for v in np.frombuffer((raw / "t10k-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8)]
+    images = read_idx_images(raw / "t10k-images-idx3-ubyte")[: args.images]
+    labels_file = (raw / "t10k-labels-idx1-ubyte").read_bytes()
+    truth = [str(v) for v in np.frombuffer(labels_file, np.uint8, offset=8)][: args.images]
     calibration = features(read_idx_images(raw / "train-images-idx3-ubyte")[:1024])
     data = QuantizationData(example=calibration[:1], calibration=list(calibration.split(256)))
     print("| method | flash (code + model) | RAM (static + stack bound) | device accuracy | ONNX Runtime accuracy |")
