@@ -27,7 +27,10 @@ bench: $(STAMP)  ## every benchmark script, printing figures and ratios (ARGS=--
 	$(PY) -m pip install -q -c $(LOCK) ".[bench]"
 	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b $(ARGS) || exit 1; done
 
-$(STAMP): pyproject.toml $(LOCK)
+# Installing the project builds the native core (setup.py, optional: without a C compiler bundles run on ONNX Runtime).
+NATIVE := setup.py $(wildcard runtime/native/*.c runtime/native/quantlight.h runtime/native/gen_unicode.py)
+
+$(STAMP): pyproject.toml $(LOCK) $(NATIVE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(LOCK) ".[dev]"

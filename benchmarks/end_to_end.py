@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     for method in args.methods:
         artifact = quantize(net, method, data)
         path = write_bundle(folder / method, artifact, net, datamodule.preprocessing(), datamodule.classes, {})
-        pipelines[f"bundle: {method}"] = load_bundle(path, num_threads=args.num_threads)
+        pipelines[f"bundle: {method}"] = load_bundle(path, num_threads=args.num_threads, engine="onnxruntime")
         sizes[f"bundle: {method}"] = sum(p.stat().st_size for p in path.iterdir())
 
     # Every bundle predicts exactly what its artifact predicts on scikit-learn's vectors, batch for batch (ONNX

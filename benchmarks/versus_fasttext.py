@@ -9,9 +9,11 @@ supervised on the training texts of ``TextDataModule``'s split (lower-cased, one
 (unigrams, dim 100) and the epoch count of 5, 10 or 25 that is best on the validation split; ``.ftz`` is its
 ``quantize`` (FastText.zip: 5,000 features kept, as the recipe's vocabulary, product-quantized, retrained).
 Quantlight trains ``configs/text_mlp.yaml`` on the same split, quantizes the best checkpoint with ``--methods``
-(and fp32) and ships the recommended row (objective ``latency_bs1``) as a bundle, read by ``runtime`` (numpy
-and ONNX Runtime). One raw text in, one label out, 1 thread: fastText is given ``text.lower()`` (it was
-trained on lower-cased lines), the bundle the raw text. Every pipeline is timed in the same rounds, in turn.
+(and fp32) and ships the recommended row (objective ``latency_bs1``) as a bundle, read by ``runtime`` on each of its
+engines: numpy and ONNX Runtime, and the native core (``quantlight_native``, when built; its labels are compared with
+the artifact's on ONNX Runtime one text a call, as the native core computes). One raw text in, one label out,
+1 thread: fastText is given ``text.lower()`` (it was trained on lower-cased lines), the bundle the raw text. Every
+pipeline is timed in the same rounds, in turn.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from callbacks.post_training_quantization import report_root, training_inputs
 from cli import QuantlightCLI
 from quantization import QuantizationData, quantize
 from quantization.machine import describe, machine_info
-from quantization.memory import bundle_footprint, fresh_process
+from quantization.memory import RUNTIME_ROOT, bundle_footprint, fresh_process
 from quantization.onnx_runtime import OrtRunner
 from runtime import load_bundle
+from runtime.native_bundle import NATIVE_FILE, native_core
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {  # name -> (file in the mirror, classes kept, title)
@@ -143,7 +146,8 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
         quantization_logger.setLevel(level)
     quantize_s = time.perf_counter() - start
     bundle_folder = Path(report_root(cli.trainer)) / "quantization" / "bundle"
-    bundle = load_bundle(bundle_folder, num_threads=1)
+    bundle = load_bundle(bundle_folder, num_threads=1, engine="onnxruntime")
+    native = load_bundle(bundle_folder, engine="native") if native_core() is not None else None
     labels = bundle.predict(test.texts)
     accuracy = float(np.mean([a == b for a, b in zip(labels, test.labels, strict=True)]))
     # The recommended method's dense artifact (dense TF-IDF rows in, as before sparse inputs), on the datamodule's
@@ -186,12 +190,16 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
         "fastText .ftz": lambda t, m=models["ftz"]: m.predict(fasttext_line(t)),
         "bundle": lambda t: bundle.predict([t]),
     }
+    if native is not None:
+        pipelines["native"] = lambda t: native.predict([t])
     latency = per_text_us(pipelines, texts, args.rounds)
     batched = {  # one call for all the timed texts (fastText's predict takes a list too), per text
         "fastText .bin": lambda ts, m=models["bin"]: m.predict([fasttext_line(t) for t in ts]),
         "fastText .ftz": lambda ts, m=models["ftz"]: m.predict([fasttext_line(t) for t in ts]),
         "bundle": bundle.predict,
     }
+    if native is not None:
+        batched["native"] = native.predict
     batch = {name: statistics.median(v) / len(texts) for name, v in per_text_us(batched, [texts], args.rounds).items()}
     repeats = 1 if args.quick else 3
     example = texts[0]
@@ -206,14 +214,24 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
     }
     runs = [bundle_footprint(bundle_folder, example) for _ in range(repeats)]
     footprints["bundle"] = {k: statistics.median(r[k] for r in runs) for k in ("peak_rss_bytes", "import_load_s")}
+    if native is not None:  # the runtime package alone: no numpy, no ONNX Runtime
+        load = f"from runtime import load_bundle\nbundle = load_bundle({str(bundle_folder)!r}, engine='native')"
+        footprints["native"] = median_footprint(load, f"bundle.predict([{example!r}])", [str(RUNTIME_ROOT)], repeats)
+        reference = [  # the artifact one text a call, as the native core computes it
+            label for i in range(len(test.texts)) for label in bundle.predict(test.texts[i : i + 1])
+        ]
+        native_agreement = float(np.mean([a == b for a, b in zip(native.predict(test.texts), reference, strict=True)]))
     sizes = {kind: (folder / f"model.{kind}").stat().st_size for kind in models}
-    bundle_bytes = sum(p.stat().st_size for p in bundle_folder.iterdir())
+    bundle_bytes = sum(p.stat().st_size for p in bundle_folder.iterdir() if p.is_file() and p.name != NATIVE_FILE)
+    native_bytes = (bundle_folder / NATIVE_FILE).stat().st_size if native is not None else 0
     artifact_bytes = next(p.stat().st_size for p in bundle_folder.iterdir() if p.suffix in (".onnx", ".pt"))
     med = {name: statistics.median(v) for name, v in latency.items()}
 
+    columns = ["bin", "ftz", "bundle", *(["native"] if native is not None else [])]
     print(f"\n## {title}: {len(test.texts):,} test texts, 1 thread, measured side by side\n")
-    print(f"| | fastText `.bin` | fastText `.ftz` | Quantlight bundle (`{bundle.method}`) |")
-    print("|---|---|---|---|")
+    head = f"| | fastText `.bin` | fastText `.ftz` | Quantlight bundle (`{bundle.method}`), ONNX Runtime |"
+    print(head + (" native core |" if native is not None else ""))
+    print("|---|---|---|---|" + ("---|" if native is not None else ""))
     print(
         f"| test accuracy | {ft_accuracy['bin'] * 100:.2f} % | {ft_accuracy['ftz'] * 100:.2f} % | "
         f"{accuracy * 100:.2f} % (agreement with its dense artifact {agreement * 100:.2f} %) |"
@@ -226,15 +244,18 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
     print(
         f"| file | {_size(sizes['bin'])} | {_size(sizes['ftz'])} | {_size(bundle_bytes)} "
         f"(artifact {_size(artifact_bytes)}) |"
+        + (f" + {_size(native_bytes)} model.qlm |" if native is not None else "")
     )
     cells = [f"{med[n]:.1f} us ({med[n] / med['fastText .bin']:.2f}x)" for n in pipelines]
     print(f"| predict one raw text (median of {args.rounds} rounds; vs .bin) | " + " | ".join(cells) + " |")
     cells = [f"{batch[n]:.1f} us ({batch[n] / batch['fastText .bin']:.2f}x)" for n in batched]
     print(f"| predict {len(texts)} raw texts in one call, per text | " + " | ".join(cells) + " |")
-    cells = [f"{footprints[k]['peak_rss_bytes'] / 2**20:.0f} MB" for k in ("bin", "ftz", "bundle")]
+    cells = [f"{footprints[k]['peak_rss_bytes'] / 2**20:.0f} MB" for k in columns]
     print("| process peak RSS (import, load, predict) | " + " | ".join(cells) + " |")
-    cells = [f"{footprints[k]['import_load_s']:.2f} s" for k in ("bin", "ftz", "bundle")]
+    cells = [f"{footprints[k]['import_load_s']:.3f} s" for k in columns]
     print("| import + load | " + " | ".join(cells) + " |")
+    if native is not None:
+        print(f"| native labels equal to the artifact's (one text a call) | | | | {native_agreement * 100:.2f} % |")
 
 
 def ptq_net(cli: QuantlightCLI) -> torch.nn.Module:

@@ -23,10 +23,11 @@ from torch import nn
 
 from errors import CheckpointError
 from quantization.embedding_bag import table_rows
+from quantization.native_graph import bundle_files
 from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
 from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
-from runtime import Bag, Bundle, BundleError, featurizer
+from runtime import Bag, Bundle, BundleError, NativeBundle, featurizer
 from runtime import bundle as runtime_bundle
 from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
 from storage.atomic import atomic_folder
@@ -103,6 +104,9 @@ def write_bundle(
     card_data |= {"preprocessing_bytes": len(preprocessing_data)}
     card_data |= {"shipped_bytes": artifact.size_bytes + len(preprocessing_data)}  # what the report's rows count
     files = {name: artifact.data, PREPROCESSING: preprocessing_data, CARD_JSON: _json_bytes(card_data)}
+    sha256 = manifest["sha256"]
+    native, card_data["native"] = bundle_files(artifact.data, artifact.suffix, preprocessing, classes, sha256)
+    files |= native | {CARD_JSON: _json_bytes(card_data)}  # the native model (runtime/native), when it computes it
     files |= {CARD_MD: model_card_markdown(card_data, featurize.input_dim).encode("utf-8")}
     return _publish(folder, files, manifest)
 
@@ -188,24 +192,25 @@ class TorchModel:
         return self.runner.logits(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))).numpy()
 
 
-def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
+def load_bundle(path: str | os.PathLike, num_threads: int = 1, engine: str | None = None) -> Bundle | NativeBundle:
     """Load a bundle written by :func:`write_bundle`, checking every file first: ONNX artifacts with the
     ``runtime`` package (no torch needed), torch artifacts with torch (``weights_only``, no unpickled code).
 
     Args:
         path: The bundle folder (or its ``bundle.json``).
         num_threads: ONNX Runtime intra-op threads (torch artifacts use ``torch.set_num_threads``).
+        engine: As ``runtime.load_bundle``'s (``auto``: the native core where it is built and the bundle has one).
 
     Raises:
         CheckpointError: The folder or one of its files is missing, corrupted, or of another bundle version;
             one line that names the path and the fix.
     """
-    folder, manifest, files = _read_bundle_files(path)  # one consistent bundle, every file checked
-    if Path(manifest["artifact"]).suffix == ".onnx":
+    if Path(read_manifest(path)[1]["artifact"]).suffix == ".onnx":
         try:
-            return runtime_bundle.bundle_from_files(folder, manifest, files, num_threads)
+            return runtime_bundle.load_bundle(path, num_threads, engine)
         except BundleError as err:
             raise CheckpointError(str(err)) from err
+    folder, manifest, files = _read_bundle_files(path)  # one consistent bundle, every file checked
     try:
         featurize = featurizer(runtime_bundle.bundle_json(folder, PREPROCESSING, files))
         data = files[manifest["artifact"]]  # checked bytes, loaded as they were read
@@ -217,7 +222,7 @@ def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
         raise CheckpointError(str(err)) from err
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # an unknown method, a hand-edited file
         raise CheckpointError(f"Bundle {folder} cannot be used: {err!r}. Write the bundle again.") from err
-    return Bundle(folder, manifest, featurize, model, card)
+    return Bundle(folder, manifest, featurize, model, card, engine="torch")
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:

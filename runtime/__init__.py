@@ -12,9 +12,18 @@ Use::
 """
 
 from .bundle import Bundle, BundleError, featurizer, load_bundle, read_manifest
-from .features import Bag, TextFeaturizer
-from .images import ImageFeaturizer, read_idx_images, read_images
-from .onnx_model import TERM_IDS, TERM_WEIGHTS, OnnxModel
+from .native_bundle import NativeBundle
+
+# Names whose modules import numpy or ONNX Runtime load on first use: a bundle on the native core needs neither.
+_LAZY = {"Bag": "features", "TextFeaturizer": "features", "ImageFeaturizer": "images", "read_idx_images": "images"}
+_LAZY |= {"read_images": "images", "TERM_IDS": "onnx_model", "TERM_WEIGHTS": "onnx_model", "OnnxModel": "onnx_model"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(__import__(f"{__name__}.{_LAZY[name]}", fromlist=[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "TERM_IDS",
@@ -23,6 +32,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "ImageFeaturizer",
+    "NativeBundle",
     "OnnxModel",
     "TextFeaturizer",
     "featurizer",

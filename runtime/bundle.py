@@ -14,13 +14,15 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .native_bundle import ENGINE_ENV, ENGINES, NATIVE_FILE, NativeBundle, check_texts, load_native
 
-from .features import Bag, TextFeaturizer
-from .images import ImageFeaturizer
-from .onnx_model import OnnxModel, quiet_run_options
+if TYPE_CHECKING:  # numpy and ONNX Runtime load with the first bundle that runs on them, never with the native core
+    import numpy as np
+
+    from .features import Bag, TextFeaturizer
+    from .images import ImageFeaturizer
 
 # Version 1: dense-input artifacts only; 2: term-bag artifacts; 3: compact preprocessing.json (a text vocabulary as
 # its terms in column order); 4: `files`, every file of the folder with its SHA-256 (the folder is written aside and
@@ -40,6 +42,9 @@ def featurizer(preprocessing: Mapping[str, Any]) -> TextFeaturizer | ImageFeatur
     >>> featurizer({"input": "image", "image_shape": [28, 28], "mean": 0.1307, "std": 0.3081}).input_dim
     784
     """
+    from .features import TextFeaturizer
+    from .images import ImageFeaturizer
+
     kind = preprocessing.get("input")
     if kind == "text":
         return TextFeaturizer.from_state(preprocessing.get("vectorizer") or {})
@@ -64,11 +69,20 @@ class Bundle:
         featurize: Raw inputs -> features (a :class:`Bag` of term ids and weights, or dense rows).
         model: The loaded artifact: anything with ``sparse_input`` and ``logits(features) -> (N, C)``.
         card: Its ``model_card.json``.
+        engine: What runs the model: ``onnxruntime``, or ``torch`` for a torch artifact (the engine's loader).
     """
 
     def __init__(
-        self, folder: Path, manifest: dict, featurize: TextFeaturizer | ImageFeaturizer, model: Any, card: dict
+        self,
+        folder: Path,
+        manifest: dict,
+        featurize: TextFeaturizer | ImageFeaturizer,
+        model: Any,
+        card: dict,
+        engine: str = "onnxruntime",
     ) -> None:
+        self.engine = engine
+        self.engine_note = ""  # why the native core does not run it, when it could have
         self.folder = folder
         self.method: str = manifest["method"]
         self.classes: list[str] = list(manifest["classes"])
@@ -88,6 +102,8 @@ class Bundle:
 
     def run(self, features: np.ndarray | Bag) -> np.ndarray:
         """``(N, num_classes)`` float32 logits of :meth:`features`, as the quantization report measured the artifact."""
+        import numpy as np
+
         return np.asarray(self.model.logits(features))
 
     def logits(self, inputs: Sequence) -> np.ndarray:
@@ -98,12 +114,10 @@ class Bundle:
                 model's bias alone would look like an answer. The CLI refuses it too (a bad row, listed with
                 ``on_bad_row: skip``).
         """
+        import numpy as np
+
         if self.input == "text":
-            empty = next((i for i, text in enumerate(inputs) if isinstance(text, str) and not text.strip()), None)
-            if empty is not None:
-                raise ValueError(
-                    f"Text {empty} is empty (nothing but white space): there is nothing to classify. Leave it out."
-                )
+            check_texts(inputs)
         if len(inputs) <= _CHUNK_ROWS:
             return self.run(self.features(inputs))
         return np.concatenate(
@@ -112,6 +126,8 @@ class Bundle:
 
     def predict_proba(self, inputs: Sequence) -> np.ndarray:
         """``(N, num_classes)`` float32 class probabilities (the softmax of the logits)."""
+        import numpy as np
+
         logits = self.logits(inputs)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -122,18 +138,42 @@ class Bundle:
         return [classes[i] for i in self.logits(inputs).argmax(axis=1).tolist()]
 
 
-def load_bundle(path: str | os.PathLike, num_threads: int = 1) -> Bundle:
-    """Load a bundle, checking every file first; its ONNX artifact runs in ONNX Runtime.
+def load_bundle(path: str | os.PathLike, num_threads: int = 1, engine: str | None = None) -> Bundle | NativeBundle:
+    """Load a bundle, checking the files it runs on first: on the native core when that is built and the bundle
+    holds a native model (``bundle.engine == "native"``), else its ONNX artifact in ONNX Runtime.
 
     Args:
         path: The bundle folder (or its ``bundle.json``).
-        num_threads: ONNX Runtime intra-op threads.
+        num_threads: ONNX Runtime intra-op threads (the native core runs one thread per call).
+        engine: ``auto`` (the default: native when possible), ``native`` (refused where it is not possible) or
+            ``onnxruntime``; ``None`` reads the ``QUANTLIGHT_ENGINE`` environment variable (default ``auto``).
 
     Raises:
         BundleError: The folder or one of its files is missing, corrupted or of another bundle version, or
             the artifact is a torch file (it needs torch: one line says how to load it or get a torch-free one).
     """
-    return bundle_from_files(*read_bundle_files(path), num_threads)  # one consistent bundle, every file checked
+    engine = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if engine not in ENGINES:
+        raise BundleError(f"Expected `engine` ({ENGINE_ENV}) to be one of ({', '.join(ENGINES)}), got {engine!r}.")
+    return _retrying(lambda p: _load(p, num_threads, engine), path)  # one consistent bundle, its files checked
+
+
+def _load(path: str | os.PathLike, num_threads: int, engine: str) -> Bundle | NativeBundle:
+    folder, manifest = _read_manifest(path)
+    note = "engine onnxruntime asked for" if engine == "onnxruntime" else ""
+    if engine != "onnxruntime" and Path(manifest["artifact"]).suffix == ".onnx":
+        try:
+            _, _, files = _read_files(path, (NATIVE_FILE, CARD_JSON), manifest)
+            card = bundle_json(folder, CARD_JSON, files) if CARD_JSON in files else {}
+            return load_native(folder, manifest, files.get(NATIVE_FILE), card, BundleError)
+        except BundleError as err:
+            if engine == "native" or _rewriting(folder):
+                raise
+            note = str(err)
+    files = _read_files(path, (manifest["artifact"], PREPROCESSING, CARD_JSON), manifest)
+    bundle = bundle_from_files(*files, num_threads)
+    bundle.engine_note = note
+    return bundle
 
 
 def bundle_from_files(folder: Path, manifest: dict, files: Mapping[str, bytes], num_threads: int = 1) -> Bundle:
@@ -145,6 +185,8 @@ def bundle_from_files(folder: Path, manifest: dict, files: Mapping[str, bytes], 
             "load: use quantization.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
             "quantizing again with an ONNX method, e.g. --trainer.callbacks.methods '[onnx_static_int8]'."
         )
+    from .onnx_model import OnnxModel
+
     try:
         featurize = featurizer(bundle_json(folder, PREPROCESSING, files))
         model = OnnxModel(files[manifest["artifact"]], num_threads)
@@ -276,6 +318,8 @@ def check_shapes(folder: Path, manifest: Mapping[str, Any], featurize: Any, mode
             f"Bundle {folder}: the artifact reads {declared} features per example, the preprocessing gives {dim}: "
             "its files come from different bundles. Write the bundle again."
         )
+    import numpy as np
+
     try:
         logits = np.asarray(_probe(model, dim))  # (1, num_classes)
     except Exception as err:  # ONNX Runtime's own types: a term id past the artifact's table, a wrong width
@@ -293,6 +337,11 @@ def check_shapes(folder: Path, manifest: Mapping[str, Any], featurize: Any, mode
 def _probe(model: Any, dim: int) -> np.ndarray:
     """The model's logits for one example that reads the last input column (a term-id artifact looks up its
     last row: ONNX Runtime's Gather refuses an id past its table)."""
+    import numpy as np
+
+    from .features import Bag
+    from .onnx_model import OnnxModel, quiet_run_options
+
     if getattr(model, "sparse_input", False):
         features = Bag(np.array([[dim - 1]], dtype=np.int64), np.ones((1, 1), dtype=np.float32), None)
     else:
@@ -302,8 +351,11 @@ def _probe(model: Any, dim: int) -> np.ndarray:
     return model.logits(features)
 
 
-def _read_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
-    folder, manifest = _read_manifest(path)
+def _read_files(
+    path: str | os.PathLike, names: Sequence[str] | None = None, manifest: dict | None = None
+) -> tuple[Path, dict, dict[str, bytes]]:
+    """The bundle's files (``names``: those of them it lists; ``None``: all), each checked against its SHA-256."""
+    folder, manifest = (_folder(path), manifest) if manifest is not None else _read_manifest(path)
     if manifest["version"] < 4:
         files = {manifest["artifact"]: check_artifact(folder, manifest)}
         for name in (PREPROCESSING, CARD_JSON):
@@ -315,6 +367,8 @@ def _read_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
         raise BundleError(f"Bundle {folder}: {MANIFEST} does not list its artifact in `files`. Write the bundle again.")
     files = {}
     for name, digest in listed.items():
+        if names is not None and name not in names:
+            continue  # e.g. the device build's sources: not what a loaded bundle runs on
         file = folder / name
         if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
             raise BundleError(f"Bundle {folder} lacks {name}. Copy the whole folder, or write the bundle again.")

@@ -11,6 +11,14 @@ from tests.helpers import make_digits, mirror_path, write_idx, write_imdb_tree, 
 from tests.readme_commands import MODES, README_COMMAND
 
 
+@pytest.fixture(autouse=True)
+def _onnxruntime_engine(request, monkeypatch) -> None:
+    """Bundles load on ONNX Runtime in every test but the native core's own (test_native.py picks engines itself):
+    the others compare a bundle with its artifact as ONNX Runtime runs a batch, and time its two parts."""
+    if request.node.path.name != "test_native.py":
+        monkeypatch.setenv("QUANTLIGHT_ENGINE", "onnxruntime")
+
+
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:
     """A torchvision-style MNIST root with 600 train and 200 test synthetic images."""

@@ -18,7 +18,7 @@ from modules.mlp import mlp_body
 from quantization import QuantizationData, quantize
 from quantization.bundle import MANIFEST, add_files, add_to_card, write_bundle
 from runtime import BundleError, load_bundle
-from runtime.bundle import REWRITE_MARKS
+from runtime.bundle import REWRITE_MARKS, read_bundle_files
 from storage.atomic import OLD_MARK, TMP_MARK, atomic_folder
 from tests.helpers import write_text_corpus
 
@@ -73,8 +73,9 @@ def test_every_file_is_listed_with_its_sha256_and_checked(two_bundles, tmp_path)
         add_files(folder, {"../escape.c": b""})
     assert not (tmp_path / "escape.c").exists()
     (folder / "native/c/model.c").write_text("int main(void) { return 1; }\n")  # a file the loader never runs
+    assert load_bundle(folder).card["which"] == "A"  # loading checks the files it runs on, and reads no other
     with pytest.raises(BundleError, match=r"native/c/model.c does not match the SHA-256 in bundle.json"):
-        load_bundle(folder)
+        read_bundle_files(folder)  # every file: what a copy of the bundle is checked with
 
 
 def test_a_file_of_another_bundle_is_refused(two_bundles, tmp_path):
@@ -105,11 +106,11 @@ def test_shapes_are_checked_against_each_other_at_load(two_bundles, tmp_path, ed
 
 def test_a_refused_bundle_leaves_the_old_one_and_no_sibling(two_bundles, tmp_path):
     folder = write(two_bundles["A"], tmp_path / "bundle", "A")
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     with pytest.raises(RuntimeError, match="disk full"), atomic_folder(folder) as tmp:
         (tmp / "half.bin").write_bytes(b"half")
         raise RuntimeError("disk full")
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     notes = tmp_path / "notes"
     notes.mkdir()
