@@ -14,6 +14,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import console  # noqa: F401  (first: drops upstream noise, some of it emitted while torch loads)
+import deferred_imports  # noqa: F401  (before Lightning: torchmetrics' metric domains load when used)
 
 # isort: split
 from jsonargparse import Namespace
@@ -26,7 +27,6 @@ from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
 from parser_errors import one_line
-from quantization.bundle import read_manifest
 from storage.checkpoints import check_checkpoint_matches, check_model_class, read_checkpoint, run_version
 from trainer import QuantlightTrainer, check_predict_arguments
 
@@ -76,6 +76,8 @@ class QuantlightCLI(LightningCLI):
             config = self.config.predict
             check_predict_arguments(config.get("artifact"), config.get("ckpt_path"), config.get("inputs"))
             if config.get("artifact"):
+                from quantization.bundle import read_manifest  # the engine loads for the subcommands that use it
+
                 self.bundle_manifest = read_manifest(config.artifact)[1]
         # Lightning reads --ckpt_path's hyperparameters (and takes its model class) next: check the file
         # and the class first, so a missing, unsafe, corrupted or foreign checkpoint is a one-line

@@ -9,7 +9,6 @@ a large part of a prediction.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from .features import Bag
 
@@ -25,6 +24,8 @@ class OnnxModel:
     """
 
     def __init__(self, model: bytes, num_threads: int = 1) -> None:
+        import onnxruntime as ort  # loaded with the first model, not with the package (the CLI reads bundles' files)
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
