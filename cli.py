@@ -213,6 +213,9 @@ def base_config_kwargs(subcommands: dict | None) -> dict:
 def innermost(err: BaseException) -> BaseException:
     """The first exception of a chain (``raise ... from`` / raised while handling), e.g. a constructor's own.
 
+    ``raise ... from None`` ends the chain there, as in Python's own traceback: a refusal that explains a library
+    error in its message (an invalid ``token_pattern``'s ``re.error``) is the refusal.
+
     >>> try:
     ...     try:
     ...         raise ValueError("Expected `batch_size` >= 1, got 0.")
@@ -222,8 +225,8 @@ def innermost(err: BaseException) -> BaseException:
     ...     print(innermost(outer))
     Expected `batch_size` >= 1, got 0.
     """
-    while (err.__cause__ or err.__context__) is not None:
-        err = err.__cause__ or err.__context__
+    while (cause := err.__cause__ or (None if err.__suppress_context__ else err.__context__)) is not None:
+        err = cause
     return err
 
 

@@ -70,7 +70,7 @@ def check_vectorizer_settings(
     try:
         groups = re.compile(token_pattern).groups
     except re.error as err:
-        raise ValueError(f"Expected `token_pattern` a regular expression, got {token_pattern!r} ({err}).") from err
+        raise ValueError(f"Expected `token_pattern` a regular expression, got {token_pattern!r} ({err}).") from None
     if groups > 1:
         raise ValueError(f"Expected `token_pattern` with at most one capturing group, got {token_pattern!r}.")
 

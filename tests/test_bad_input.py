@@ -203,3 +203,13 @@ def test_ckpt_path_naming_a_directory_lists_its_checkpoints(mnist_root, tmp_path
         f"error: Checkpoint {tmp_path / 'run'} is a directory (it holds checkpoints/best.ckpt, "
         "checkpoints/last.ckpt). Pass one .ckpt file to --ckpt_path."
     )
+
+
+def test_invalid_token_pattern_is_one_line(tmp_path, capsys):
+    corpus = write_text_corpus(tmp_path / "corpus.csv")
+    err = cli_error(capsys, "fit", *text_args(corpus, tmp_path, "--data.init_args.token_pattern", "("))
+    lines = [line for line in err.splitlines() if line != "Seed set to 0"]
+    assert lines == [
+        "error: Expected `token_pattern` a regular expression, got '(' "
+        "(missing ), unterminated subpattern at position 0)."
+    ], err
