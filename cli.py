@@ -14,6 +14,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import console  # noqa: F401  (first: drops upstream noise, some of it emitted while torch loads)
+import deferred_imports  # noqa: F401  (before Lightning: torchmetrics' metric domains load when used)
 
 # isort: split
 from jsonargparse import Namespace
@@ -27,7 +28,6 @@ from datamodules.text_vectorizer import link_checkpoint_vectorizer
 from errors import ConfigError, QuantlightError
 from modules import ClassifierModule
 from parser_errors import one_line
-from quantization.bundle import read_manifest
 from storage.checkpoints import (
     check_checkpoint_matches,
     check_model_class,
@@ -84,6 +84,8 @@ class QuantlightCLI(LightningCLI):
             config = self.config.predict
             check_predict_arguments(config.get("artifact"), config.get("ckpt_path"), config.get("inputs"))
             if config.get("artifact"):
+                from quantization.bundle import read_manifest  # the engine loads for the subcommands that use it
+
                 self.bundle_manifest = read_manifest(config.artifact)[1]
         # Lightning reads --ckpt_path's hyperparameters (and takes its model class) next: check the file
         # and the class first, so a missing, unsafe, corrupted or foreign checkpoint is a one-line
@@ -224,6 +226,9 @@ def base_config_kwargs(subcommands: dict | None) -> dict:
 def innermost(err: BaseException) -> BaseException:
     """The first exception of a chain (``raise ... from`` / raised while handling), e.g. a constructor's own.
 
+    ``raise ... from None`` ends the chain there, as in Python's own traceback: a refusal that explains a library
+    error in its message (an invalid ``token_pattern``'s ``re.error``) is the refusal.
+
     >>> try:
     ...     try:
     ...         raise ValueError("Expected `batch_size` >= 1, got 0.")
@@ -233,8 +238,8 @@ def innermost(err: BaseException) -> BaseException:
     ...     print(innermost(outer))
     Expected `batch_size` >= 1, got 0.
     """
-    while (err.__cause__ or err.__context__) is not None:
-        err = err.__cause__ or err.__context__
+    while (cause := err.__cause__ or (None if err.__suppress_context__ else err.__context__)) is not None:
+        err = cause
     return err
 
 

@@ -10,11 +10,9 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
-from callbacks.post_training_quantization import PostTrainingQuantization
 from callbacks.prediction_writer import PredictionWriter
 from errors import CheckpointError, ConfigError, DataError
-from quantization.bundle import Bundle, load_bundle
-from runtime import read_images
+from runtime import Bundle, read_images
 
 
 class QuantlightTrainer(Trainer):
@@ -43,6 +41,9 @@ class QuantlightTrainer(Trainer):
             max_bytes: The most bytes the recommended row may ship (artifact + preprocessing); without an
                 ``objective``, the most accurate row that fits is recommended.
         """
+        # The engine (ONNX, ONNX Runtime) loads in the subcommands that use it, not at start-up.
+        from callbacks.post_training_quantization import PostTrainingQuantization
+
         if ckpt_path is None:
             raise CheckpointError("`quantize` needs a checkpoint: pass --ckpt_path <run>/checkpoints/best.ckpt.")
         callback = next((c for c in self.callbacks if isinstance(c, PostTrainingQuantization)), None)
@@ -87,6 +88,8 @@ class QuantlightTrainer(Trainer):
         writer = next((c for c in self.callbacks if isinstance(c, PredictionWriter)), None)
         if writer is not None:
             writer.check_output(self)  # before any work, as in a checkpoint's predict
+        from quantization.bundle import load_bundle  # the engine, as in quantize
+
         bundle = load_bundle(artifact, num_threads=torch.get_num_threads())
         raw, names = bundle_inputs(bundle, datamodule, inputs)
         classes = getattr(datamodule, "classes", None)

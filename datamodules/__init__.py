@@ -1,6 +1,16 @@
-"""Data in: LightningDataModules that serve whole batches from in-memory tensors."""
+"""Data in: LightningDataModules that serve whole batches from in-memory tensors.
 
-from datamodules.mnist import MNISTDataModule
-from datamodules.text import TextDataModule
+Each class is imported from its module when first used: MNIST reads with torchvision, text with scikit-learn, and
+neither loads for a run (or a ``--help``) that does not use it.
+"""
 
-__all__ = ["MNISTDataModule", "TextDataModule"]
+import importlib
+
+_MODULES = {"MNISTDataModule": "datamodules.mnist", "TextDataModule": "datamodules.text"}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

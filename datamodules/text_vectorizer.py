@@ -10,17 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import scipy.sparse
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from torch.utils.data import Dataset
 
 from errors import CheckpointError
 from storage.checkpoints import read_checkpoint
+
+if TYPE_CHECKING:  # scikit-learn and scipy load where a vectorizer is made or read, not for the CLI's link below
+    import scipy.sparse
+    from sklearn.feature_extraction.text import CountVectorizer
 
 VectorizerKind = Literal["tfidf", "count"]
 STATE_VERSION = 2  # 2: the vocabulary packed into tensors; 1 (a str -> int dict) is still read
@@ -39,6 +41,8 @@ def make_vectorizer(
     token_pattern: str = TOKEN_PATTERN,
 ) -> CountVectorizer:
     """An unfitted ``TfidfVectorizer`` (a ``CountVectorizer`` subclass) or ``CountVectorizer``."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
     common = {"max_features": max_features, "ngram_range": tuple(ngram_range), "min_df": min_df}
     common |= {"lowercase": lowercase, "vocabulary": vocabulary, "token_pattern": token_pattern}
     if kind == "tfidf":
@@ -68,13 +72,15 @@ def check_vectorizer_settings(
     try:
         groups = re.compile(token_pattern).groups
     except re.error as err:
-        raise ValueError(f"Expected `token_pattern` a regular expression, got {token_pattern!r} ({err}).") from err
+        raise ValueError(f"Expected `token_pattern` a regular expression, got {token_pattern!r} ({err}).") from None
     if groups > 1:
         raise ValueError(f"Expected `token_pattern` with at most one capturing group, got {token_pattern!r}.")
 
 
 def vectorizer_state(vectorizer: CountVectorizer) -> dict:
     """Plain-data state of a fitted vectorizer: ``torch.load(weights_only=True)`` accepts it."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     tfidf = isinstance(vectorizer, TfidfVectorizer)
     state = {
         "version": STATE_VERSION,
@@ -182,6 +188,7 @@ class SparseBatchDataset(Dataset):
     The matrix stays sparse in memory; each batch is a sparse COO tensor, or dense with ``dense=True``.
 
     Example:
+        >>> import scipy.sparse
         >>> features = scipy.sparse.csr_matrix(np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]]))
         >>> ds = SparseBatchDataset(features, torch.tensor([0, 1, 0]))
         >>> x, y = ds.__getitems__([1, 2])

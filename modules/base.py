@@ -16,7 +16,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from errors import NonFiniteLossError
@@ -119,11 +119,36 @@ class ClassifierModule(LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
+        keep_group_names(optimizer)
         if self.fine_tuning is not None:
             return self.fine_tuning.configure(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer)}}
+
+
+def keep_group_names(optimizer: torch.optim.Optimizer) -> None:
+    """Keep the parameter groups' names (TensorBoard's ``lr-SGD/term_rows``) through ``load_state_dict``: an
+    optimizer state saved before the groups had names (an older checkpoint) loads its settings, and the groups
+    keep the names the model gives them.
+
+    Example:
+        >>> weight, bias = nn.Linear(2, 2).parameters()
+        >>> named = torch.optim.SGD([{"params": [weight], "name": "weight"}, {"params": [bias], "name": "bias"}])
+        >>> keep_group_names(named)
+        >>> unnamed = torch.optim.SGD([{"params": [weight], "lr": 0.1}, {"params": [bias], "lr": 0.5}])
+        >>> named.load_state_dict(unnamed.state_dict())
+        >>> [(group["name"], group["lr"]) for group in named.param_groups]
+        [('weight', 0.1), ('bias', 0.5)]
+    """
+    names = [group.get("name") for group in optimizer.param_groups]
+
+    def name_groups(optimizer: torch.optim.Optimizer) -> None:
+        for group, name in zip(optimizer.param_groups, names, strict=True):
+            if name is not None:
+                group["name"] = name
+
+    optimizer.register_load_state_dict_post_hook(name_groups)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from modules.base import ClassifierModule
 from modules.term_rows import (
+    ROWS_GROUP,
     all_reduce_rows,
     check_sparse_optimizer,
     is_term_major,
@@ -178,7 +179,11 @@ class MLP(ClassifierModule):
         if first is self.net[0].weight and self.hparams.first_layer_param_group is None:
             return list(self.parameters())
         rest = [p for p in self.parameters() if p is not self.net[0].weight]
-        return [{"params": [first], **(self.hparams.first_layer_param_group or {})}, {"params": rest}]
+        name = ROWS_GROUP if first is self.rows else "first_layer"  # TensorBoard: lr-SGD/term_rows and lr-SGD/rest
+        return [
+            {"params": [first], "name": name, **(self.hparams.first_layer_param_group or {})},
+            {"params": rest, "name": "rest"},
+        ]
 
     def configure_optimizers(self):
         config = super().configure_optimizers()

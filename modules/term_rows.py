@@ -19,6 +19,7 @@ from errors import ConfigError
 # Optimizers whose update of a sparse gradient touches only its rows and equals the dense update (SGD: with
 # momentum 0 on the rows; a momentum buffer would turn dense, and decay every row every step).
 SPARSE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adagrad)
+ROWS_GROUP = "term_rows"  # the name of the rows' optimizer parameter group (its TensorBoard chart: lr-SGD/term_rows)
 
 
 def term_major(linear: nn.Linear) -> nn.Linear:

@@ -8,8 +8,9 @@ a large part of a prediction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import onnxruntime as ort
 
 from .features import Bag
 
@@ -25,6 +26,8 @@ class OnnxModel:
     """
 
     def __init__(self, model: bytes, num_threads: int = 1) -> None:
+        import onnxruntime as ort  # loaded with the first model, not with the package (the CLI reads bundles' files)
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
@@ -62,8 +65,10 @@ class OnnxModel:
         return self.run(self.feeds(features))
 
 
-def quiet_run_options() -> ort.RunOptions:
+def quiet_run_options() -> Any:
     """Run options under which ONNX Runtime does not log a refused run to stderr (the caller reports it)."""
+    import onnxruntime as ort
+
     options = ort.RunOptions()
     options.log_severity_level = 4  # fatal only
     return options

@@ -278,3 +278,13 @@ def test_texts_without_spaces_under_a_word_pattern_warn_and_name_token_pattern(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # characters (and pairs of them) as terms: shared, nothing to warn about
         assert TextDataModule(str(corpus), token_pattern=r"(?u)\w", ngram_range=(1, 2)).input_dim == 258
+
+
+def test_invalid_token_pattern_is_one_line(tmp_path, capsys):
+    corpus = write_text_corpus(tmp_path / "corpus.csv")
+    err = cli_error(capsys, "fit", *text_args(corpus, tmp_path, "--data.init_args.token_pattern", "("))
+    lines = [line for line in err.splitlines() if line != "Seed set to 0"]
+    assert lines == [
+        "error: Expected `token_pattern` a regular expression, got '(' "
+        "(missing ), unterminated subpattern at position 0)."
+    ], err

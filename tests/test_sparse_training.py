@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,6 +46,18 @@ def train_steps(model: MLP, batches: list) -> torch.optim.Optimizer:
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
     return optimizer
+
+
+def fit_briefly(model: MLP, dm: TextDataModule, out: Path, epochs: int = 1, ckpt_path: Path | None = None) -> dict:
+    """Two training steps per epoch; the learning rates the charts show (``LearningRateMonitor``), by chart name."""
+    monitor = LearningRateMonitor(logging_interval="epoch")
+    trainer = Trainer(
+        max_epochs=epochs, limit_train_batches=2, limit_val_batches=0, logger=CSVLogger(out), callbacks=[monitor],
+        accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(out / "last.ckpt")
+    return monitor.lrs
 
 
 def corpus_batches(tmp_path: Path, batch_size: int = 4) -> tuple[TextDataModule, list]:
@@ -197,3 +212,21 @@ def test_qat_trains_the_sparse_recipe_first_layer(tmp_path: Path):
     )
     groups = trained["optimizer_states"][0]["param_groups"]
     assert [g["momentum"] for g in groups] == [0.0, 0.9]  # the first layer's own group, dense in QAT
+
+
+@pytest.mark.parametrize(("sparse", "first"), [(True, "term_rows"), (False, "first_layer")], ids=["rows", "dense"])
+def test_learning_rate_charts_name_the_parameter_groups(sparse, first, tmp_path):
+    dm, _ = corpus_batches(tmp_path)
+    assert fit_briefly(make_mlp(dm.input_dim, sparse), dm, tmp_path) == {f"lr-SGD/{first}": [2.0], "lr-SGD/rest": [0.5]}
+
+
+def test_a_checkpoint_of_unnamed_parameter_groups_resumes_with_the_names(tmp_path):
+    dm, _ = corpus_batches(tmp_path)
+    fit_briefly(make_mlp(dm.input_dim, True), dm, tmp_path)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    for group in checkpoint["optimizer_states"][0]["param_groups"]:  # as written before the groups had names
+        del group["name"]
+        group["lr"] /= 2  # settings the resumed run takes from the checkpoint
+    torch.save(checkpoint, tmp_path / "unnamed.ckpt")
+    lrs = fit_briefly(make_mlp(dm.input_dim, True), dm, tmp_path, epochs=2, ckpt_path=tmp_path / "unnamed.ckpt")
+    assert lrs == {"lr-SGD/term_rows": [1.0], "lr-SGD/rest": [0.25]}
