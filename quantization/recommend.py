@@ -327,7 +327,8 @@ def _why_not(
         interval = interval_words(row)
         sure = confidence_over(row, budget)
         how = f", {interval}" if interval else ""
-        how += f"; below -{budget:g} with {100 * sure:.1f} % confidence" if sure is not None else ""
+        if sure is not None:
+            how += f"; below -{budget:g} with {f'{100 * sure:.1f} %' if sure < 0.9995 else 'over 99.9 %'} confidence"
         return f"over budget by {-delta - budget:.2f} points ({delta:+.2f} on validation{how})"
     if chosen is None:
         return "not recommended"

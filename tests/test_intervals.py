@@ -109,12 +109,19 @@ def test_a_rejected_row_says_by_how_much_and_how_surely():
     result = recommend([FP32, over], 0.5, "size")
     assert result["method"] == "fp32"
     assert result["rule"] == "a row is over budget only when its whole 95 % validation interval lies below -0.5 points"
-    sure = confidence_below(10, 56, 2314, -0.5)
+    assert confidence_below(10, 56, 2314, -0.5) > 0.9995
     assert result["runners_up"][0]["why_not"] == (
         "over budget by 1.50 points (-2.00 on validation, 95 % interval -2.60 to -1.40; below -0.5 with "
-        f"{100 * sure:.1f} % confidence)"
+        "over 99.9 % confidence)"
     )
     # A row without an interval is read by its point estimate, and the rule line says so.
+    ci = list(paired_interval(10, 38, 2314))  # -1.21 points, 95 % interval -1.64 to -0.62
+    near = row("onnx_int4", 100_000, 0.1, 100 * (10 - 38) / 2314, ci, {"gained": 10, "lost": 38, "examples": 2314})
+    sure = confidence_below(10, 38, 2314, -0.5)
+    assert recommend([FP32, near], 0.5, "size")["runners_up"][0]["why_not"].endswith(
+        f"below -0.5 with {100 * sure:.1f} % confidence)"
+    )
+    assert 0.975 < sure < 0.9995  # the interval wholly below -0.5: at least 97.5 % one-sided
     plain = recommend([row("fp32", 400_000, 0.8, 0.0), row("int8", 100_000, 0.1, -0.6)], 0.5, "size")
     assert plain["method"] == "fp32" and plain["rule"].startswith("a row is over budget when its validation delta")
 
