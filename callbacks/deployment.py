@@ -28,6 +28,7 @@ from quantization.stages import Stages
 _E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
 _CARD_KEYS = ("size_bytes", "size_ratio", "memory_bytes", "memory_ratio", "accuracy", "accuracy_delta")
 _CARD_KEYS += ("val_accuracy_delta", "latency_ms", "speedup", "sparse_input", "shipped_bytes", "preprocessing_bytes")
+_CARD_KEYS += ("accuracy_delta_ci", "val_accuracy_delta_ci", "paired")  # each delta's 95 % interval, and its counts
 _CARD_KEYS += ("pruned_terms", "vocabulary_terms", "hidden_units", "importance")
 
 
@@ -67,17 +68,25 @@ def ship(
 
     Returns:
         ``{"bundle": path, "method": ..., "end_to_end": {pipeline: {batch: figures}}, "footprint": {...}}``
-        (:func:`quantization.memory.bundle_footprint`), or ``None`` (with a warning) when the recommended
-        artifact cannot be bundled (a torch artifact that needs its model class).
+        (:func:`quantization.memory.bundle_footprint`), or ``None`` (with a warning) when there is no
+        recommendation (a constraint no row meets) or the recommended artifact cannot be bundled (a torch artifact
+        that needs its model class).
     """
     rec = decision["recommendation"]
+    if rec["method"] is None:
+        rank_zero_warn(f"No deployable bundle written: {rec['reason']}")
+        return None
     row = next(r for r in rows if r["method"] == rec["method"])
     path = folder / row["artifact"]
     artifact = Artifact(row["base_method"], path.read_bytes(), path.suffix, name=row["method"])
     card = {
         "method": row["method"],
         "summary": rec["reason"],
-        "budget": {"max_accuracy_drop": rec["max_accuracy_drop"], "objective": rec["objective"]},
+        "budget": {
+            "max_accuracy_drop": rec["max_accuracy_drop"],
+            "objective": rec["objective"],
+            "rule": rec.get("rule"),
+        },
         "settings": row.get("settings", {}),
         **{key: row[key] for key in _CARD_KEYS if key in row},
         "machine": machine_info(),

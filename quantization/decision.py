@@ -1,7 +1,8 @@
 """From measured rows to a decision: per-layer sensitivity, fp32 fallback for the methods over the
 accuracy budget (measured as ``<method>+fallback`` rows), and the recommended row.
 
-The budget is checked on the validation split; the test split stays the final, honest figure.
+The budget is checked on the validation split, each delta read with its 95 % interval from the paired outcomes
+(``Budget.rule``); the test split stays the final, honest figure.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from torch import nn
 
 from quantization.measure import Batch, Candidate, Measured, MeasureSettings
-from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop, check_max_bytes, check_objective, recommend
+from quantization.objectives import check_rule, over_budget_on_validation
+from quantization.recommend import check_max_accuracy_drop, check_max_bytes, check_objective, recommend
 from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
 from quantization.sensitivity import fallback, layer_sensitivity
 from quantization.swap import linear_layers
@@ -31,24 +33,28 @@ class Budget:
         sensitivity: Methods whose per-layer sensitivity is reported even when within budget (those over
             it always get one, with the fallback it leads to).
         max_bytes: The most bytes the recommended row may ship (artifact + preprocessing), or ``None``.
+        rule: How a validation delta is read against the budget: ``interval`` (over it only when the whole 95 %
+            interval lies below ``-max_accuracy_drop``) or ``point`` (the point estimate alone).
     """
 
     max_accuracy_drop: float = 0.5
     objective: str = "latency_bs1"
     sensitivity: tuple[str, ...] = ()
     max_bytes: int | None = None
+    rule: str = "interval"
 
     def __post_init__(self) -> None:
         check_max_accuracy_drop(self.max_accuracy_drop)
         check_objective(self.objective)
         check_methods(list(self.sensitivity))
         check_max_bytes(self.max_bytes)
+        check_rule(self.rule)
 
 
 def over_budget(row: dict[str, Any], budget: Budget) -> bool:
-    """Whether a plain PTQ row loses more than the budget on validation."""
+    """Whether a plain PTQ row is over the budget on validation, read by ``budget.rule``."""
     plain = row["method"] == row["base_method"] != BASELINE
-    return plain and row["val_accuracy_delta"] < -budget.max_accuracy_drop - SLACK_POINTS
+    return plain and over_budget_on_validation(row, budget.max_accuracy_drop, budget.rule)
 
 
 def plan_fallbacks(
@@ -116,5 +122,5 @@ def with_fallbacks(measured: list[Measured], fallbacks: Sequence[Measured]) -> l
 
 def decision_of(rows: Sequence[dict[str, Any]], sensitivity: dict[str, dict[str, Any]], budget: Budget) -> dict:
     """``{"recommendation": ..., "sensitivity": ...}`` for measured rows."""
-    recommendation = recommend(list(rows), budget.max_accuracy_drop, budget.objective, budget.max_bytes)
+    recommendation = recommend(list(rows), budget.max_accuracy_drop, budget.objective, budget.max_bytes, budget.rule)
     return {"recommendation": recommendation, "sensitivity": sensitivity}

@@ -14,7 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from quantization.objectives import SLACK_POINTS, human_bytes, shipped
+from quantization.objectives import human_bytes, interval_words, over_budget_on_validation, shipped
 from quantization.registry import BASELINE
 
 Row = Mapping[str, Any]
@@ -121,9 +121,12 @@ def frontier_figure(table: Sequence[Row]) -> Figure:
     return figure
 
 
-def most_accurate(rows: Sequence[Row], budget: float, max_bytes: int | None) -> tuple[Row, str]:
+def most_accurate(
+    rows: Sequence[Row], budget: float, max_bytes: int | None, rule: str = "interval"
+) -> tuple[Row | None, str]:
     """The row with the best validation accuracy among those that ship at most ``max_bytes`` (ties: fewer bytes),
-    and one sentence of why; with none that fits, the smallest row and that fact.
+    and one sentence of why (over the budget read by ``rule``, :func:`quantization.objectives.
+    over_budget_on_validation`); with none that fits, no row (``None``) and one sentence naming the smallest.
 
     >>> rows = [{"method": "fp32", "size_bytes": 9000, "val_accuracy_delta": 0.0},
     ...         {"method": "int4+prune", "size_bytes": 900, "val_accuracy_delta": -0.3},
@@ -131,22 +134,19 @@ def most_accurate(rows: Sequence[Row], budget: float, max_bytes: int | None) -> 
     >>> print(most_accurate(rows, 0.5, 1000)[1])  # doctest: +NORMALIZE_WHITESPACE
     int4+prune: the most accurate of the 2 rows that ship at most 1000 B (900 B, 10.0x fewer than fp32),
     -0.30 points on validation (budget 0.5).
-    >>> print(most_accurate(rows, 0.5, 100)[1])  # doctest: +NORMALIZE_WHITESPACE
-    int2+prune: no row ships at most 100 B; the smallest (500 B) is recommended, -1.20 points on validation
-    (budget 0.5: over it).
+    >>> print(most_accurate(rows, 0.5, 100))  # doctest: +NORMALIZE_WHITESPACE
+    (None, 'No recommendation: no row ships at most 100 B; the smallest, int2+prune, ships 500 B.')
     """
     baseline = next((row for row in rows if row["method"] == BASELINE), None)
     fitting = [row for row in rows if max_bytes is None or shipped(row) <= max_bytes]
     if not fitting:
-        chosen = min(rows, key=lambda row: (shipped(row), -row["val_accuracy_delta"]))
-        over = chosen["val_accuracy_delta"] < -budget - SLACK_POINTS
-        accuracy = _accuracy(chosen, budget, ": over it" if over else "")
-        return chosen, (
-            f"{chosen['method']}: no row ships at most {human_bytes(max_bytes)}; the smallest "
-            f"({human_bytes(shipped(chosen))}) is recommended, {accuracy}."
+        smallest = min(rows, key=lambda row: (shipped(row), -row["val_accuracy_delta"]))
+        return None, (
+            f"No recommendation: no row ships at most {human_bytes(max_bytes)}; the smallest, {smallest['method']}, "
+            f"ships {human_bytes(shipped(smallest))}."
         )
     chosen = max(fitting, key=lambda row: (row["val_accuracy_delta"], -shipped(row)))
-    over = chosen["val_accuracy_delta"] < -budget - SLACK_POINTS
+    over = chosen is not baseline and over_budget_on_validation(chosen, budget, rule)
     accuracy = _accuracy(chosen, budget, ": over it, and so is every row that fits" if over else "")
     pool = f"the {len(fitting)} rows that ship at most {human_bytes(max_bytes)}" if max_bytes else "all rows"
     ratio = ""
@@ -159,4 +159,6 @@ def most_accurate(rows: Sequence[Row], budget: float, max_bytes: int | None) -> 
 
 
 def _accuracy(row: Row, budget: float, note: str) -> str:
-    return f"{row['val_accuracy_delta']:+.2f} points on validation (budget {budget:g}{note})"
+    interval = interval_words(row)
+    interval = f"{interval}; " if interval else ""
+    return f"{row['val_accuracy_delta']:+.2f} points on validation ({interval}budget {budget:g}{note})"

@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from quantization.bundle import preprocessing_json, shippable
 from quantization.latency import Batch, distinct_inputs, time_interleaved, time_runners
 from quantization.memory import held_bytes
+from quantization.objectives import paired_interval
 from quantization.onnx_runtime import OrtRunner
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
 
@@ -155,7 +156,7 @@ def measure_artifact(
     with ``val_batches`` the row also gets ``val_accuracy``.
     """
     runner = METHODS[artifact.method].load(artifact.data, model, settings.num_threads)
-    row, predictions = _accuracy_row(artifact, runner, runner, batches, val_batches, settings)
+    row, predictions, _ = _accuracy_row(artifact, runner, runner, batches, val_batches, settings)
     latency = {str(n): time_calls(runner, x, settings.num_threads, settings.min_run_time_s) for n, x in inputs.items()}
     fed_sparse = any(x.layout != torch.strided for x in inputs.values())
     return row | {"latency_ms": latency, "sparse_input": bool(fed_sparse and runner.sparse_input)}, predictions
@@ -169,9 +170,10 @@ def _accuracy_row(
     val_batches: Sequence[Batch],
     settings: MeasureSettings,
     shipped: Artifact | None = None,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """A row's figures that one pass over each split gives (accuracy, validation accuracy), and its predictions;
-    ``timed`` is the runner its latency and memory are measured on (the shipped form of ``shipped``)."""
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
+    """A row's figures that one pass over each split gives (accuracy, validation accuracy), and its test and
+    validation predictions; ``timed`` is the runner its latency and memory are measured on (the shipped form of
+    ``shipped``)."""
     predictions, accuracy = predict(runner, batches)
     row = {
         "method": artifact.label,
@@ -183,9 +185,19 @@ def _accuracy_row(
         "threads": settings.num_threads,
         **artifact.info,
     }
+    val_predictions = None
     if val_batches:
-        row["val_accuracy"] = evaluate(runner, val_batches)[1]
-    return row, predictions
+        val_predictions, row["val_accuracy"] = predict(runner, val_batches)
+    return row, predictions, val_predictions
+
+
+def paired_outcomes(predictions: torch.Tensor, baseline: torch.Tensor, batches: Sequence[Batch]) -> dict[str, int]:
+    """The paired outcomes against fp32 on the same examples: ``gained`` (this row right, fp32 wrong), ``lost``
+    (the reverse) and ``examples``; what an accuracy delta's interval is computed from."""
+    labels = torch.cat([y for _, y in batches])
+    right, fp32_right = predictions == labels, baseline == labels
+    gained, lost = int((right & ~fp32_right).sum()), int((~right & fp32_right).sum())
+    return {"gained": gained, "lost": lost, "examples": len(labels)}
 
 
 def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
@@ -198,9 +210,14 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
 
 
 def accuracy_against(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
-    """Size and memory ratios, accuracy deltas (points) and agreement against the fp32 row."""
+    """Size and memory ratios, accuracy deltas (points) and agreement against the fp32 row; with the row's
+    ``paired`` outcomes per split, each delta's 95 % interval (``accuracy_delta_ci``, ``val_accuracy_delta_ci``:
+    :func:`quantization.objectives.paired_interval`)."""
     if "val_accuracy" in row:
         row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
+    for split, key in (("test", "accuracy_delta_ci"), ("val", "val_accuracy_delta_ci")):
+        if split in row.get("paired", {}):
+            row = row | {key: list(paired_interval(**row["paired"][split]))}
     return row | {
         "size_ratio": baseline["size_bytes"] / row["size_bytes"],
         "memory_ratio": baseline["memory_bytes"] / row["memory_bytes"],
@@ -228,13 +245,15 @@ def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Map
 @dataclass
 class Measured:
     """A row between the report's stages: its accuracy figures (``row``), test predictions, the runner that is
-    timed (the artifact as it ships) and the distinct inputs it is timed on, per batch size."""
+    timed (the artifact as it ships), the distinct inputs it is timed on, per batch size, and its validation
+    predictions (``None`` without a validation split)."""
 
     row: dict[str, Any]
     predictions: torch.Tensor
     runner: Runner
     inputs: dict[int, list[torch.Tensor]]
     artifact: Artifact
+    val_predictions: torch.Tensor | None = None
 
 
 def evaluate_candidates(
@@ -275,7 +294,7 @@ def evaluate_candidates(
         test, val = reads.batches, reads.val_batches if val_batches else ()
         if METHODS[candidate.method].activations_per_call:  # its labels depend on the call's other examples
             test, val = one_per_call(test), one_per_call(val)
-        row, predictions = _accuracy_row(artifact, runner, timed, test, val, settings, shipped)
+        row, predictions, val_predictions = _accuracy_row(artifact, runner, timed, test, val, settings, shipped)
         if METHODS[candidate.method].activations_per_call:
             row["evaluated_batch_size"] = 1
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
@@ -289,8 +308,12 @@ def evaluate_candidates(
         row |= dict(candidate.info)
         base = baseline or (measured[0] if measured else None)
         agreement = float((predictions == base.predictions).float().mean()) if base else 1.0
+        row["paired"] = {"test": paired_outcomes(predictions, base.predictions if base else predictions, batches)}
+        if val_predictions is not None:
+            fp32_val = base.val_predictions if base else val_predictions
+            row["paired"]["val"] = paired_outcomes(val_predictions, fp32_val, val_batches)
         row = accuracy_against(row, base.row if base else row, agreement)
-        measured.append(Measured(row, predictions, timed, latency_sets[id(reads)], artifact))
+        measured.append(Measured(row, predictions, timed, latency_sets[id(reads)], artifact, val_predictions))
         if progress is not None:
             progress(candidate.label)
     return measured

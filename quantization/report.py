@@ -72,6 +72,8 @@ def report_markdown(
     text = markdown_table(rows) + f"Measured on: {describe(machine_info())}.\n"
     if job and job.get("left_out"):
         text += "\n" + job["left_out"] + "\n"
+    if any("accuracy_delta_ci" in row for row in rows):
+        text += "\n" + interval_markdown(rows) + "\n"
     if _has_validation(rows):
         text += "\n" + frontier_markdown(frontier_rows(rows)) + "\n"
     text += decision_markdown(decision) if decision else ""
@@ -99,6 +101,40 @@ def job_markdown(job: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def interval_markdown(rows: Sequence[Row]) -> str:
+    """Every row's accuracy change against fp32 with its 95 % interval per split, from the paired outcomes (gained:
+    right where fp32 is wrong; lost: the reverse), and whether the interval holds 0 (indistinguishable from fp32).
+
+    >>> row = {"method": "int4", "accuracy_delta": -1.0, "accuracy_delta_ci": [-1.0, -0.383],
+    ...        "paired": {"test": {"gained": 0, "lost": 10, "examples": 1000}}}
+    >>> print(interval_markdown([row]).splitlines()[-1])
+    | int4 |  |  |  | -1.00 | -1.00 to -0.38 | 0 / 10 of 1,000 | yes |
+    """
+    lines = [
+        "## Accuracy against fp32, with 95 % intervals",
+        "",
+        "Exact intervals on the examples where a row and fp32 disagree on correctness (Clopper-Pearson on the "
+        "discordant pairs, McNemar's setting); an interval that holds 0 is indistinguishable from fp32.",
+        "",
+        "| method | Δ val (points) | 95 % interval | gained / lost | Δ test (points) | 95 % interval | gained / lost "
+        "| differs from fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells, differs = [row["method"]], []
+        for split, key in (("val", "val_accuracy_delta"), ("test", "accuracy_delta")):
+            interval, paired = row.get(f"{key}_ci"), row.get("paired", {}).get(split)
+            if interval is None or paired is None:
+                cells += ["", "", ""]
+                continue
+            cells += [f"{row[key]:+.2f}", f"{interval[0]:+.2f} to {interval[1]:+.2f}"]
+            cells.append(f"{paired['gained']:,} / {paired['lost']:,} of {paired['examples']:,}")
+            differs.append(interval[0] > 0 or interval[1] < 0)
+        cells.append("yes" if any(differs) else "no" if differs else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _has_validation(rows: Sequence[Row]) -> bool:
     return bool(rows) and all("val_accuracy_delta" in row for row in rows)
 
@@ -109,13 +145,17 @@ def decision_markdown(decision: Mapping[str, Any]) -> str:
     max_bytes = f", at most {human_bytes(rec['max_bytes'])} shipped" if rec.get("max_bytes") else ""
     lines = [
         "",
-        f"## Recommended: {rec['method']}",
+        f"## Recommended: {rec['method']}" if rec["method"] is not None else "## No recommendation",
         "",
         f"Objective `{rec['objective']}`, budget {rec['max_accuracy_drop']:g} points of validation accuracy"
         f"{max_bytes}. " + rec["reason"],
         "",
-        *(f"- {r['method']}: {r['why_not']}" for r in rec["runners_up"]),
     ]
+    if rec.get("rule"):
+        lines += [f"Budget rule: {rec['rule']}.", ""]
+    if rec.get("resolution"):
+        lines += [rec["resolution"], ""]
+    lines += [f"- {r['method']}: {r['why_not']}" for r in rec["runners_up"]]
     if decision.get("deployment"):
         lines += ["", end_to_end_markdown(decision["deployment"])]
     for method, entry in decision["sensitivity"].items():
@@ -255,13 +295,17 @@ def log_tensorboard(
     other)."""
     writer.add_text("quant/report", report_markdown(rows, decision), step)
     writer.add_figure("quant/comparison", report_figure(rows), step)
+    if any("accuracy_delta_ci" in row for row in rows):
+        writer.add_text("quant/intervals", interval_markdown(rows), step)
     if _has_validation(rows):
         table = frontier_rows(rows)
         writer.add_text("quant/frontier", frontier_markdown(table), step)
         writer.add_figure("quant/frontier", frontier_figure(table), step)
     if decision:
         rec = decision["recommendation"]
-        writer.add_text("quant/recommendation", f"**{rec['method']}**: {rec['reason']}", step)
+        text = f"**{rec['method']}**: {rec['reason']}" if rec["method"] is not None else rec["reason"]
+        extra = [f"Budget rule: {rec['rule']}." if rec.get("rule") else "", rec.get("resolution", "")]
+        writer.add_text("quant/recommendation", "\n\n".join([text, *filter(None, extra)]), step)
         for method, entry in decision["sensitivity"].items():
             writer.add_text(f"quant/sensitivity/{method}", sensitivity_table(entry["layers"]), step)
     for row in rows:
@@ -297,6 +341,9 @@ def _scalars(row: Row) -> dict[str, float]:
     scalars = {key: float(row[key]) for key in keys if key in row}
     if "val_accuracy_delta" in row:
         scalars["val_accuracy_delta"] = float(row["val_accuracy_delta"])
+    for key in ("accuracy_delta_ci", "val_accuracy_delta_ci"):
+        if key in row:
+            scalars[f"{key}_low"], scalars[f"{key}_high"] = map(float, row[key])
     for n, latency in row["latency_ms"].items():
         scalars[f"latency_ms_bs{n}"] = latency["median"]
         scalars[f"latency_p90_ms_bs{n}"] = latency["p90"]

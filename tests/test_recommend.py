@@ -69,7 +69,8 @@ def test_size_objective_and_a_tighter_budget():
     assert tight["method"] == "onnx_static_int8"
     assert tight["reason"] == (
         "onnx_static_int8: 3.6x smaller than fp32 (111.3 KB vs 400.0 KB) and 8.6x faster at batch 1, "
-        "-0.04 points on validation (budget 0.1)."
+        "-0.04 points on validation (budget 0.1). Over budget, and so left out though better on the objective: "
+        "onnx_int4 (-0.35), int2_weight_only (-6.00)."
     )
     assert tight["runners_up"][1] == {
         "method": "onnx_int4",
@@ -227,7 +228,8 @@ def test_the_most_accurate_row_under_max_bytes():
     assert result["method"] == "onnx_int4"  # the most accurate of the three that fit, fp32 does not
     assert result["reason"] == (
         "onnx_int4: the most accurate of the 3 rows that ship at most 156.2 KB (156.2 KB, 3.2x fewer than fp32), "
-        "-0.35 points on validation (budget 0.5)."
+        "-0.35 points on validation (budget 0.5). max_bytes (156.2 KB) leaves out 2 of 5 rows, fp32 among them "
+        "(497.7 KB)."
     )
     why_not = {r["method"]: r["why_not"] for r in result["runners_up"]}
     assert why_not["fp32"] == "ships more than max_bytes (497.7 KB vs 156.2 KB)"
@@ -236,9 +238,9 @@ def test_the_most_accurate_row_under_max_bytes():
     # Tighter: only the 1,000-term row fits; it is over the accuracy budget, and the sentence says so.
     tight = recommend(SHIPPED, 0.5, "accuracy", max_bytes=50_000)
     assert tight["method"] == "onnx_int4+prune1000x32" and "over it, and so is every row that fits" in tight["reason"]
-    nothing = recommend(SHIPPED, 0.5, "accuracy", max_bytes=1_000)
-    assert nothing["method"] == "onnx_int4+prune1000x32" and "no row ships at most 1000 B; the smallest" in (
-        nothing["reason"])  # fmt: skip
+    nothing = recommend(SHIPPED, 0.5, "accuracy", max_bytes=1_000)  # no row fits: no recommendation, not the smallest
+    assert nothing["method"] is None
+    assert nothing["reason"].startswith("No recommendation: no row ships at most 1000 B; the smallest, onnx_int4+")
     assert recommend(SHIPPED, 0.5, "accuracy")["method"] == "fp32"  # no byte budget: the most accurate of all
 
 
