@@ -186,7 +186,9 @@ def _fine_tune(
     """Fine-tune ``pruned`` in a narrower copy of ``pl_module`` on the kept columns of the run's batches."""
     chosen = {"columns": columns.tolist(), "units": None if units is None else units.tolist()}
     tuning = {"importance": settings.importance, "epochs": settings.epochs, "lr_scale": settings.lr_scale}
-    tuning["examples_per_epoch"] = settings.examples_per_epoch
+    bound = settings.examples_per_epoch
+    if bound is not None and bound < len(datamodule.split_rows("train").texts):  # a bound that binds: other draws
+        tuning["examples_per_epoch"] = bound
     folder = digest_folder(root, "prune", name, pruned, [tuning, chosen])
     seed_from(folder)
     units_kept = None if units is None else len(units)
