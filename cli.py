@@ -84,7 +84,7 @@ class QuantlightCLI(LightningCLI):
             config = self.config.predict
             check_predict_arguments(config.get("artifact"), config.get("ckpt_path"), config.get("inputs"))
             if config.get("artifact"):
-                from quantization.bundle import read_manifest  # the engine loads for the subcommands that use it
+                from quantization.ship.bundle import read_manifest  # the engine loads for the subcommands that use it
 
                 self.bundle_manifest = read_manifest(config.artifact)[1]
         # Lightning reads --ckpt_path's hyperparameters (and takes its model class) next: check the file

@@ -76,7 +76,7 @@ class QuantlightTrainer(Trainer):
             return_predictions: Return the ``(B, num_classes)`` probabilities (per batch).
             ckpt_path: The checkpoint whose weights ``model`` takes.
             weights_only: Load ``ckpt_path`` as plain tensors and data only (Lightning's default).
-            artifact: A bundle folder (``quantization.bundle.write_bundle``): its preprocessing reads the raw
+            artifact: A bundle folder (``quantization.ship.bundle.write_bundle``): its preprocessing reads the raw
                 inputs and its quantized model predicts; the ``PredictionWriter`` writes the same file as
                 ``predict`` with a checkpoint. Not with ``ckpt_path``.
             inputs: Raw images for an image bundle: an IDX file (``*-images-idx3-ubyte``), an image file or a
@@ -88,7 +88,7 @@ class QuantlightTrainer(Trainer):
         writer = next((c for c in self.callbacks if isinstance(c, PredictionWriter)), None)
         if writer is not None:
             writer.check_output(self)  # before any work, as in a checkpoint's predict
-        from quantization.bundle import load_bundle  # the engine, as in quantize
+        from quantization.ship.bundle import load_bundle  # the engine, as in quantize
 
         bundle = load_bundle(artifact, num_threads=torch.get_num_threads())
         raw, names = bundle_inputs(bundle, datamodule, inputs)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.corpora import MIRROR, SETTINGS
 from benchmarks.timing import fit_cli
 from callbacks import PostTrainingQuantization
-from quantization.objectives import RULES, SLACK_POINTS, shipped
-from quantization.recommend import recommend
+from quantization.decide.objectives import RULES, SLACK_POINTS, shipped
+from quantization.decide.recommend import recommend
 from quantization.stages import Stages
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ and weights), the artifact as the quantization report measured it (its first lay
 the largest logit. The checkpoint's own
 split, vectorizer and calibration (its first training batches, as the PostTrainingQuantization callback
 calibrates). Per example, median and p90 over batches of distinct test tweets
-(``quantization.bundle.end_to_end_latency``); "features" is the share of end to end spent featurizing.
+(``quantization.ship.bundle.end_to_end_latency``); "features" is the share of end to end spent featurizing.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import csr_to_torch
 from modules import MLP
 from quantization import QuantizationData, quantize
-from quantization.bundle import load_bundle, write_bundle
-from quantization.end_to_end import end_to_end_latency
-from quantization.machine import describe, machine_info
+from quantization.measure.end_to_end import end_to_end_latency
+from quantization.measure.machine import describe, machine_info
+from quantization.ship.bundle import load_bundle, write_bundle
 from storage.checkpoints import load_net_weights, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ Rows: torch fp32 (the baseline), ONNX Runtime fp32 with every Linear as ``MatMul
 ``onnx_int4`` quantizes), ``onnx_int4`` at block 32 and 128 with ``accuracy_level`` 0 (fp32 compute)
 and 4 (int8 compute), and block 32 asymmetric. Random weights and inputs, so accuracy means nothing
 here: size, the largest logit error relative to the largest fp32 logit, agreement of predictions,
-and latency are the figures. Every artifact is measured by ``quantization.measure.measure_artifact``, as the
+and latency are the figures. Every artifact is measured by ``quantization.measure.rows.measure_artifact``, as the
 PostTrainingQuantization callback measures it.
 
     python benchmarks/int4.py [--num-threads 1] [--min-run-time-s 0.2] [--batch-sizes 1 256]
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from benchmarks.quantization import run_both_models
 from quantization import METHODS, Artifact, QuantizationData, quantize
-from quantization.measure import Batch, MeasureSettings, compare_to_baseline, latency_inputs, measure_artifact
+from quantization.artifacts.onnx_runtime import export_onnx
+from quantization.measure.rows import Batch, MeasureSettings, compare_to_baseline, latency_inputs, measure_artifact
 from quantization.methods._onnx_matmul import gemms_to_matmuls, linear_gemms
-from quantization.onnx_runtime import export_onnx
 
 INT4_VARIANTS = [
     {"block_size": 32, "accuracy_level": 0},

@@ -4,7 +4,7 @@ and latency on the text MLP against fp32.
 Accuracy is that of a trained MNIST logistic regression (``--ckpt``, a Lightning checkpoint of
 ``LogisticRegression``: ``net.weight``, ``net.bias``) on the official 10k test images, from each
 artifact loaded back as a user loads it. Sizes are the saved artifacts' bytes, for that model and
-for the text MLP 5000-512-256-128-64-2 (random weights). Latency: ``quantization.measure`` on the
+for the text MLP 5000-512-256-128-64-2 (random weights). Latency: ``quantization.measure.rows`` on the
 text MLP with the registered methods' default settings (random weights and inputs: only size,
 latency and agreement with fp32 mean anything there).
 
@@ -28,9 +28,9 @@ from benchmarks.quantization import sparse_rows, text_mlp
 from benchmarks.timing import fit_checkpoint
 from datamodules import MNISTDataModule
 from quantization import METHODS, Artifact, QuantizationData, Runner, quantize
-from quantization.measure import MeasureSettings, measure_methods
-from quantization.report import markdown_table
-from quantization.torch_artifact import TorchRunner
+from quantization.artifacts.torch_artifact import TorchRunner
+from quantization.measure.rows import MeasureSettings, measure_methods
+from quantization.ship.report import markdown_table
 
 BITS = range(2, 9)
 GROUPS = (None, 16, 32, 128)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.corpora import MIRROR
 from modules import LogisticRegression
 from quantization import QuantizationData, quantize
-from quantization.bundle import write_bundle
+from quantization.ship.bundle import write_bundle
 from runtime import load_bundle, read_idx_images
 
 PREPROCESSING = {"input": "image", "image_shape": [28, 28], "mean": 0.1307, "std": 0.3081}

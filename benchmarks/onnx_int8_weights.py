@@ -3,7 +3,7 @@
 The text MLP (5000-512-256-128-64-2, random weights, TF-IDF-like sparse rows), quantized by both
 ONNX methods with each ``onnx_weights`` choice, per channel and per tensor. "AVX2 saturated" is the
 share of u8 x s8 pair sums that overflow int16 when the artifact's own quantized activations and
-weights are replayed with AVX2's ``vpmaddubsw`` arithmetic (``quantization.int8_overflow``): what
+weights are replayed with AVX2's ``vpmaddubsw`` arithmetic (``quantization.artifacts.int8_overflow``): what
 a CPU without VNNI would compute, whatever CPU runs this script.
 
     python benchmarks/onnx_int8_weights.py [--num-threads 1] [--min-run-time-s 0.2]
@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from benchmarks.quantization import sparse_rows, text_mlp
 from quantization import QuantizationData, quantize
-from quantization.int8_overflow import avx2_saturation
-from quantization.machine import describe, machine_info
-from quantization.measure import MeasureSettings, latency_inputs, measure_artifact
+from quantization.artifacts.int8_overflow import avx2_saturation
+from quantization.artifacts.onnx_runtime import OrtRunner
+from quantization.measure.machine import describe, machine_info
+from quantization.measure.rows import MeasureSettings, latency_inputs, measure_artifact
 from quantization.methods._onnx_int8 import WEIGHT_TYPES
-from quantization.onnx_runtime import OrtRunner
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Random weights and inputs (TF-IDF-like sparse non-negative rows for the MLP), so accuracy is not
 meaningful here: size, latency, speedup and agreement with fp32 are. The measurement is the one
-the PostTrainingQuantization callback runs (``quantization.measure.measure_methods``).
+the PostTrainingQuantization callback runs (``quantization.measure.rows.measure_methods``).
 
     python benchmarks/quantization.py [--num-threads 1] [--min-run-time-s 0.2] [--batch-sizes 1 256]
 """
@@ -22,9 +22,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: `python benchmarks/...`
 
 from quantization import QuantizationData, default_methods
-from quantization.machine import describe, machine_info
-from quantization.measure import MeasureSettings, measure_methods
-from quantization.report import markdown_table
+from quantization.measure.machine import describe, machine_info
+from quantization.measure.rows import MeasureSettings, measure_methods
+from quantization.ship.report import markdown_table
 
 
 def text_mlp() -> nn.Sequential:

@@ -5,7 +5,7 @@ first layer) and as it ships now (an embedding bag over the rows of the terms pr
         [--methods fp32 onnx_static_int8 onnx_dynamic_int8 onnx_int4 int4_weight_only] [--quick]
 
 Model only (the featurizer left out: ``benchmarks/end_to_end.py`` and ``versus_fasttext.py`` time raw text to
-label), the report's own timer (``quantization.measure.time_calls``), 1 thread, on the checkpoint's test split:
+label), the report's own timer (``quantization.measure.rows.time_calls``), 1 thread, on the checkpoint's test split:
 per method, latency at batch 1 and 256 for both inputs, the speedup, the memory each holds, and the share of
 test predictions on which the two agree. Without ``--ckpt`` (or when it is missing) the tweets recipe is trained
 first (one epoch with ``--quick``).
@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.end_to_end import TWEETS, load_text_run, train_tweets
 from callbacks.post_training_quantization import training_inputs
 from quantization import METHODS, QuantizationData, quantize
-from quantization.latency import first_rows
-from quantization.machine import describe, machine_info
-from quantization.measure import latency_inputs, predict, time_calls
-from quantization.memory import held_bytes
+from quantization.measure.latency import first_rows
+from quantization.measure.machine import describe, machine_info
+from quantization.measure.memory import held_bytes
+from quantization.measure.rows import latency_inputs, predict, time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,9 +39,9 @@ from callbacks import PostTrainingQuantization
 from callbacks.post_training_quantization import report_root, training_inputs
 from cli import QuantlightCLI
 from quantization import QuantizationData, quantize
-from quantization.machine import describe, machine_info
-from quantization.memory import RUNTIME_ROOT, bundle_footprint, fresh_process
-from quantization.onnx_runtime import OrtRunner
+from quantization.artifacts.onnx_runtime import OrtRunner
+from quantization.measure.machine import describe, machine_info
+from quantization.measure.memory import RUNTIME_ROOT, bundle_footprint, fresh_process
 from runtime import load_bundle
 from runtime.native_bundle import NATIVE_FILE, native_core
 

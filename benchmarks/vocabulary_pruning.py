@@ -42,14 +42,14 @@ from callbacks.post_training_quantization import load_net, report_root, test_bat
 from callbacks.prune_settings import PruneSettings
 from cli import QuantlightCLI
 from quantization import METHODS
-from quantization.bundle import write_bundle
-from quantization.frontier import frontier_rows
-from quantization.machine import describe, machine_info
-from quantization.measure import predict
-from quantization.memory import bundle_footprint
-from quantization.pruning import IMPORTANCE, featurized_batches
-from quantization.recommend import recommend
+from quantization.candidates.pruning import IMPORTANCE, featurized_batches
+from quantization.decide.frontier import frontier_rows
+from quantization.decide.recommend import recommend
+from quantization.measure.machine import describe, machine_info
+from quantization.measure.memory import bundle_footprint
+from quantization.measure.rows import predict
 from quantization.registry import Artifact
+from quantization.ship.bundle import write_bundle
 from runtime import load_bundle
 
 KB = 1024

@@ -2,7 +2,7 @@
 end-to-end latency (raw input to label) beside the fp32 checkpoint's path, measured side by side, and what a
 fresh process that loads it and labels one input costs (peak RSS, import + load time).
 
-Lightning glue around ``quantization.bundle``: the datamodule supplies what the bundle needs
+Lightning glue around ``quantization.ship.bundle``: the datamodule supplies what the bundle needs
 (``preprocessing()``, ``classes``) and what end to end starts from (``raw_test_inputs()``, and
 ``featurize_raw`` for the checkpoint's own path: scikit-learn's TF-IDF, or the image normalization).
 """
@@ -18,11 +18,11 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from quantization.bundle import add_to_card, load_bundle, write_bundle
-from quantization.end_to_end import end_to_end_latency
-from quantization.machine import machine_info
-from quantization.memory import bundle_footprint
+from quantization.measure.end_to_end import end_to_end_latency
+from quantization.measure.machine import machine_info
+from quantization.measure.memory import bundle_footprint
 from quantization.registry import Artifact
+from quantization.ship.bundle import add_to_card, load_bundle, write_bundle
 from quantization.stages import Stages
 
 _E2E_EXAMPLES = 512  # raw test inputs cycled through while timing
@@ -68,7 +68,7 @@ def ship(
 
     Returns:
         ``{"bundle": path, "method": ..., "end_to_end": {pipeline: {batch: figures}}, "footprint": {...}}``
-        (:func:`quantization.memory.bundle_footprint`), or ``None`` (with a warning) when there is no
+        (:func:`quantization.measure.memory.bundle_footprint`), or ``None`` (with a warning) when there is no
         recommendation (a constraint no row meets) or the recommended artifact cannot be bundled (a torch artifact
         that needs its model class).
     """
@@ -118,7 +118,7 @@ def ship(
 
 
 def footprint(bundle: Path, example: Any, num_threads: int) -> dict[str, Any]:
-    """:func:`quantization.memory.bundle_footprint`, or the reason it could not be measured (a warning)."""
+    """:func:`quantization.measure.memory.bundle_footprint`, or the reason it could not be measured (a warning)."""
     try:
         return bundle_footprint(bundle, example, num_threads)
     except (RuntimeError, OSError, ValueError) as err:  # e.g. no fork allowed, a child that ran out of memory

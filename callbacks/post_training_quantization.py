@@ -29,14 +29,14 @@ from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
 from callbacks.vocabulary_pruning import check_prunable, prunable, pruned_candidates
 from errors import ConfigError, DataError
 from quantization import BASELINE, METHODS, QuantizationData, check_methods, check_quantizable, default_methods
-from quantization.decision import Budget
-from quantization.measure import Batch, Candidate, MeasureSettings
-from quantization.onnx_runtime import dense
+from quantization.artifacts.onnx_runtime import dense
+from quantization.candidates.qat import check_qat_method
+from quantization.decide.decision import Budget
+from quantization.decide.recommend import check_max_bytes, check_objective
+from quantization.measure.rows import Batch, Candidate, MeasureSettings
 from quantization.pipeline import quantization_report
-from quantization.qat import check_qat_method
-from quantization.recommend import check_max_bytes, check_objective
 from quantization.registry import dense_only_methods
-from quantization.report import log_job, log_tensorboard, report_markdown, write_report
+from quantization.ship.report import log_job, log_tensorboard, report_markdown, write_report
 from quantization.stages import Stages
 from storage.checkpoints import load_net_weights
 

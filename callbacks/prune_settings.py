@@ -10,7 +10,7 @@ from typing import Any
 
 from callbacks.fine_tuning import FineTuneSettings
 from quantization import check_methods
-from quantization.pruning import IMPORTANCE
+from quantization.candidates.pruning import IMPORTANCE
 
 _KEYS = ("sizes", "methods", "importance", "epochs", "lr_scale", "examples_per_epoch")
 
@@ -63,8 +63,9 @@ class PruneSettings(FineTuneSettings):
     Args:
         sizes: One pruned model per entry (:class:`PruneSize`); an entry that keeps the whole vocabulary is skipped.
         methods: Each pruned model is quantized with these (``fp32`` too when named) and measured as its own row.
-        importance: How the kept terms are chosen (``quantization.pruning.input_importance``): ``weight`` (the
-            norm of the term's first-layer weights; measured best after fine-tuning here, see docs/text.md),
+        importance: How the kept terms are chosen (``quantization.candidates.pruning.input_importance``):
+            ``weight`` (the norm of the term's first-layer weights; measured best after fine-tuning here, see
+            docs/text.md),
             ``weight_x_input``, ``weight_x_rms_input`` or ``frequency``.
         epochs: Fine-tuning epochs of each pruned model, from the best checkpoint's weights.
         lr_scale: The recipe's learning rate times this, cosine-annealed to 0 over ``epochs``: 1/2 (1/8, QAT's,

@@ -1,7 +1,7 @@
 """Quantization-aware training (QAT) as a Lightning step of its own, after ``fit``.
 
 A copy of the trained module, its Linear layers training through the target method's fake
-quantization (``quantization.qat``), is fine-tuned by a second, single-process ``Trainer`` in
+quantization (``quantization.candidates.qat``), is fine-tuned by a second, single-process ``Trainer`` in
 ``<run>/qat/<method>/<source>/`` with its own ``checkpoints/last.ckpt``: the live module is
 never converted, so ``test --ckpt_path``, a second ``fit`` and DDP are unaffected. A run killed
 during QAT resumes it, bit for bit, from that ``last.ckpt`` when ``fit --ckpt_path`` re-enters.
@@ -18,7 +18,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
 from callbacks.fine_tuning import FineTuneSettings, RunsInQAT, detached_copy, digest_folder, fine_tune, seed_from
-from quantization.qat import prepare_qat
+from quantization.candidates.qat import prepare_qat
 from storage.checkpoints import load_net_weights
 
 __all__ = ["QATSettings", "RunsInQAT", "fine_tune_qat", "qat_folder"]

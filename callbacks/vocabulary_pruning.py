@@ -1,8 +1,8 @@
 """Vocabulary pruning after ``fit``: smaller copies of a text model, each keeping the terms (and hidden units) that
 matter, fine-tuned briefly and measured as report rows ``<method>+prune<terms>[x<hidden>]`` beside the rest.
 
-Lightning glue around ``quantization.pruning``: the importance of each term is measured on the training split,
-the pruned copy is fine-tuned like QAT's (``callbacks.fine_tuning``: a module of its own, in
+Lightning glue around ``quantization.candidates.pruning``: the importance of each term is measured on the training
+split, the pruned copy is fine-tuned like QAT's (``callbacks.fine_tuning``: a module of its own, in
 ``<run>/prune/<size>/<digest>/``, resumable bit for bit), reading the kept columns of the run's own batches,
 renormalized; its rows are measured on what a bundle of it computes from raw text (the pruned vocabulary's
 featurizer), so a shipped pruned model agrees with its report row.
@@ -27,8 +27,7 @@ from callbacks.fine_tuning import digest_folder, fine_tune, seed_from
 from callbacks.prune_settings import PruneSettings, PruneSize
 from errors import ConfigError
 from quantization import METHODS, QuantizationData
-from quantization.measure import Batch, Candidate, RowInputs
-from quantization.pruning import (
+from quantization.candidates.pruning import (
     featurized_batches,
     first_layer,
     hidden_layer,
@@ -41,6 +40,7 @@ from quantization.pruning import (
     select_columns,
     unit_importance,
 )
+from quantization.measure.rows import Batch, Candidate, RowInputs
 from storage.checkpoints import load_net_weights
 
 

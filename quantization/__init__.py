@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from quantization import methods  # noqa: F401  (importing it registers every method)
-from quantization.artifacts import load_artifact, save_artifact
+from quantization.artifacts.files import load_artifact, save_artifact
+from quantization.candidates.swap import refusals
 from quantization.registry import (
     BASELINE,
     METHODS,
@@ -27,7 +28,6 @@ from quantization.registry import (
     check_methods,
     default_methods,
 )
-from quantization.swap import refusals
 
 __all__ = [
     "BASELINE",

@@ -14,12 +14,19 @@ from typing import Any
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from quantization.artifacts import save_artifact
-from quantization.bundle import preprocessing_json
-from quantization.decision import Budget, decision_of, plan_fallbacks, with_fallbacks
-from quantization.measure import Batch, Candidate, MeasureSettings, as_candidates, evaluate_candidates, time_measured
+from quantization.artifacts.files import save_artifact
+from quantization.decide.decision import Budget, decision_of, plan_fallbacks, with_fallbacks
+from quantization.measure.rows import (
+    Batch,
+    Candidate,
+    MeasureSettings,
+    as_candidates,
+    evaluate_candidates,
+    time_measured,
+)
 from quantization.registry import QuantizationData
-from quantization.report import log_tensorboard, write_report
+from quantization.ship.bundle import preprocessing_json
+from quantization.ship.report import log_tensorboard, write_report
 from quantization.stages import Stages
 from storage.atomic import atomic_write
 

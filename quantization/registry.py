@@ -31,7 +31,7 @@ class QuantizationData:
             method leaves in fp32: stored and run as plain fp32 Linear layers, everything else quantized.
         sparse_input: The inputs are sparse term weights (TF-IDF, counts): an artifact whose first layer is a
             Linear over the input reads term ids and weights instead of dense rows, where the method can
-            (``quantization.embedding_bag``).
+            (``quantization.artifacts.embedding_bag``).
     """
 
     example: torch.Tensor

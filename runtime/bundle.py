@@ -2,7 +2,7 @@
 
 A bundle folder holds ``bundle.json`` (format, version, method, artifact name, classes, input kind and width,
 and every other file with its SHA-256), the artifact, ``preprocessing.json`` (plain data) and a model card.
-Quantlight's engine writes bundles (``quantization.bundle.write_bundle``); this module only reads them, and
+Quantlight's engine writes bundles (``quantization.ship.bundle.write_bundle``); this module only reads them, and
 never imports torch, Lightning or scikit-learn: loading one costs what numpy and ONNX Runtime cost.
 """
 
@@ -182,7 +182,7 @@ def bundle_from_files(folder: Path, manifest: dict, files: Mapping[str, bytes], 
     if Path(name).suffix != ".onnx":
         raise BundleError(
             f"Bundle {folder} holds a torch artifact ({name}, method {manifest['method']}), which needs torch to "
-            "load: use quantization.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
+            "load: use quantization.ship.bundle.load_bundle where torch is installed, or write a torch-free bundle by "
             "quantizing again with an ONNX method, e.g. --trainer.callbacks.methods '[onnx_static_int8]'."
         )
     from .onnx_model import OnnxModel
@@ -231,7 +231,7 @@ def _read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:5]) or "nothing"
         raise BundleError(
             f"Bundle {folder} holds no {MANIFEST} (found: {found}): not a bundle. "
-            "Write one with quantization.bundle.write_bundle, or pass the folder it wrote."
+            "Write one with quantization.ship.bundle.write_bundle, or pass the folder it wrote."
         )
     manifest = read_bundle_json(folder, MANIFEST)
     if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:

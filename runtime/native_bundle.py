@@ -1,6 +1,6 @@
 """A bundle run by the native core (``quantlight_native``, built from ``runtime/native`` by ``pip install``).
 
-The engine writes ``model.qlm`` into a bundle beside its ONNX artifact (``quantization.native_model``): the same
+The engine writes ``model.qlm`` into a bundle beside its ONNX artifact (``quantization.ship.native_model``): the same
 model in the artifact's own arithmetic, read by C. :func:`load_native` loads it when the extension is built; this
 module imports neither numpy nor ONNX Runtime, so a native bundle costs the interpreter, the core and the model.
 """

@@ -16,7 +16,7 @@ from datamodules import MNISTDataModule, TextDataModule
 from datamodules.text_corpus import read_rows
 from modules import MLP, LogisticRegression
 from quantization import QuantizationData, quantize
-from quantization.bundle import write_bundle
+from quantization.ship.bundle import write_bundle
 from tests.helpers import checkpoint_callback_args, cli_error, main, mnist_args, text_args, write_text_corpus
 
 

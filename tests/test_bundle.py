@@ -21,9 +21,9 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import make_vectorizer, vectorizer_state
 from modules import MLP, LogisticRegression
 from quantization import METHODS, QuantizationData, quantize
-from quantization.bundle import MANIFEST, load_bundle, write_bundle
-from quantization.end_to_end import end_to_end_latency
-from quantization.measure import predict
+from quantization.measure.end_to_end import end_to_end_latency
+from quantization.measure.rows import predict
+from quantization.ship.bundle import MANIFEST, load_bundle, write_bundle
 from runtime import TextFeaturizer, featurizer, read_idx_images, read_images
 from runtime.native_bundle import NATIVE_FILE
 from storage.checkpoints import load_net_weights
@@ -185,7 +185,7 @@ def test_bundle_loads_without_lightning_or_scikit_learn(text_setup, tmp_path):
     folder = write_bundle(tmp_path / "b", quantize(net, "onnx_static_int8", data), None, dm.preprocessing(), dm.classes)
     texts = dm.split_rows("test").texts[:5]
     code = (
-        "import sys\nfrom quantization.bundle import load_bundle\n"
+        "import sys\nfrom quantization.ship.bundle import load_bundle\n"
         f"print(load_bundle({str(folder)!r}).predict({texts!r}))\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'sklearn', 'pytorch_lightning'})\n"
         "print(loaded)\n"

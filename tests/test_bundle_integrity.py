@@ -16,7 +16,7 @@ import torch
 from datamodules.text import TextDataModule
 from modules.mlp import mlp_body
 from quantization import QuantizationData, quantize
-from quantization.bundle import MANIFEST, add_files, add_to_card, write_bundle
+from quantization.ship.bundle import MANIFEST, add_files, add_to_card, write_bundle
 from runtime import BundleError, load_bundle
 from runtime.bundle import REWRITE_MARKS, read_bundle_files
 from storage.atomic import OLD_MARK, TMP_MARK, atomic_folder

@@ -14,10 +14,10 @@ from callbacks import PostTrainingQuantization
 from cli import main
 from datamodules import TextDataModule
 from quantization import METHODS, QuantizationData, load_artifact
-from quantization.bundle import load_bundle
-from quantization.decision import Budget
-from quantization.measure import MeasureSettings
+from quantization.decide.decision import Budget
+from quantization.measure.rows import MeasureSettings
 from quantization.pipeline import quantization_report
+from quantization.ship.bundle import load_bundle
 from tests.helpers import checkpoint_callback_args, cli_error, mnist_args, text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1, 64), min_run_time_s=0.005)

@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from quantization import METHODS, QuantizationData, quantize
-from quantization.bag_nodes import int4_rows
+from quantization.artifacts.bag_nodes import int4_rows
 from runtime import OnnxModel
 from tests.helpers import ResidualNet, tiny_text_model
 
@@ -133,7 +133,7 @@ def test_int4_rows_round_to_the_nearest_code(symmetric):
 
 def test_an_int8_bag_never_saturates_avx2_pairs(text):
     """The bag multiplies u8 term weights by the int7 codes: the worst int16 pair sum stays below 32767."""
-    from quantization.int8_overflow import INT16_MAX, integer_matmuls, worst_pair_sum
+    from quantization.artifacts.int8_overflow import INT16_MAX, integer_matmuls, worst_pair_sum
 
     _, net, data, _ = text
     for weights, saturates in (("int7", False), ("int8", True)):

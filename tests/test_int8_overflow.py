@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from quantization import METHODS, QuantizationData, quantize
-from quantization.int8_overflow import INT16_MAX, avx2_saturation, avx2_u8s8_matmul, integer_matmuls
+from quantization.artifacts.int8_overflow import INT16_MAX, avx2_saturation, avx2_u8s8_matmul, integer_matmuls
 
 ONNX_INT8 = [name for name in METHODS if name.startswith("onnx_") and name.endswith("int8")]
 INT8 = [name for name in METHODS if "int8" in name]

@@ -16,17 +16,17 @@ from torch.utils.tensorboard import SummaryWriter
 from callbacks.deployment import _CARD_KEYS, ship
 from cli import main
 from quantization import METHODS, QuantizationData
-from quantization.decision import Budget, over_budget
-from quantization.measure import MeasureSettings, accuracy_against, paired_outcomes
-from quantization.objectives import (
+from quantization.decide.decision import Budget, over_budget
+from quantization.decide.objectives import (
     check_rule,
     confidence_below,
     examples_to_resolve,
     over_budget_on_validation,
     paired_interval,
 )
+from quantization.decide.recommend import recommend
+from quantization.measure.rows import MeasureSettings, accuracy_against, paired_outcomes
 from quantization.pipeline import quantization_report
-from quantization.recommend import recommend
 from tests.helpers import text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1,), min_run_time_s=0.005)

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from torch import nn
 
 from quantization import METHODS, QuantizationData, load_artifact, quantize, save_artifact
-from quantization.onnx_runtime import LINEAR_OPS, export_onnx, linear_nodes
-from quantization.swap import linear_layers
-from quantization.torch_artifact import read_payload
+from quantization.artifacts.onnx_runtime import LINEAR_OPS, export_onnx, linear_nodes
+from quantization.artifacts.torch_artifact import read_payload
+from quantization.candidates.swap import linear_layers
 from tests.helpers import ResidualNet
 
 # ONNX Runtime sums a Gemm's K products in another order than torch: each of a layer's dot products of

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import torch
 
-from quantization.latency import distinct_inputs, time_interleaved, time_runners
+from quantization.measure.latency import distinct_inputs, time_interleaved, time_runners
 
 
 def _busy(seconds: float) -> None:

@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from quantization import METHODS, QuantizationData, check_methods, load_artifact, quantize, save_artifact
+from quantization.artifacts.onnx_runtime import OrtRunner, export_onnx
 from quantization.methods._onnx_matmul import gemms_to_matmuls, linear_gemms
-from quantization.onnx_runtime import OrtRunner, export_onnx
 from tests.helpers import ResidualNet
 
 METHOD = METHODS["onnx_int4"]

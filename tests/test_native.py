@@ -22,8 +22,8 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import make_vectorizer, vectorizer_state
 from modules.mlp import mlp_body
 from quantization import QuantizationData, quantize
-from quantization.bundle import write_bundle
-from quantization.native_model import Step, model_image
+from quantization.ship.bundle import write_bundle
+from quantization.ship.native_model import Step, model_image
 from runtime import BundleError, TextFeaturizer, load_bundle, read_idx_images
 from runtime.native_bundle import ENGINE_ENV, NATIVE_FILE
 from tests.helpers import REPO, ResidualNet, mirror_path, tiny_text_model

@@ -23,8 +23,7 @@ from callbacks.vocabulary_pruning import check_prunable, narrower, prunable, pru
 from datamodules import MNISTDataModule, TextDataModule
 from errors import ConfigError
 from modules import MLP
-from quantization.bundle import load_bundle
-from quantization.pruning import (
+from quantization.candidates.pruning import (
     first_layer,
     hidden_layer,
     input_importance,
@@ -35,6 +34,7 @@ from quantization.pruning import (
     select_columns,
     unit_importance,
 )
+from quantization.ship.bundle import load_bundle
 from runtime import featurizer
 from storage.checkpoints import load_net_weights
 from tests.helpers import REPO, ResidualNet, checkpoint_callback_args, text_args, write_text_corpus

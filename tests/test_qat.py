@@ -16,7 +16,7 @@ from torch import nn
 
 from callbacks import PostTrainingQuantization
 from quantization import METHODS, QuantizationData, load_artifact, quantize
-from quantization.qat import FakeQuantLinear, prepare_qat, qat_methods
+from quantization.candidates.qat import FakeQuantLinear, prepare_qat, qat_methods
 from tests.helpers import REPO, ResidualNet, checkpoint_callback_args, mnist_args
 
 SETTINGS = "{int3_weight_only: {group_size: null, scale: mse}}"

@@ -20,7 +20,14 @@ from quantization import (
     quantize,
     save_artifact,
 )
-from quantization.measure import MeasureSettings, latency_inputs, measure_methods, one_per_call, predict, time_calls
+from quantization.measure.rows import (
+    MeasureSettings,
+    latency_inputs,
+    measure_methods,
+    one_per_call,
+    predict,
+    time_calls,
+)
 from quantization.registry import default_methods, dense_only_methods
 from tests.helpers import ResidualNet
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from quantization import QuantizationData
-from quantization.frontier import frontier_rows, on_frontier
-from quantization.measure import MeasureSettings, measure_methods
-from quantization.recommend import check_max_accuracy_drop, check_objective, recommend
+from quantization.decide.frontier import frontier_rows, on_frontier
+from quantization.decide.recommend import check_max_accuracy_drop, check_objective, recommend
+from quantization.measure.rows import MeasureSettings, measure_methods
 
 
 def row(method: str, size_bytes: int, ms_1: float, ms_256: float, val: float) -> dict:

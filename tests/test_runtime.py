@@ -18,9 +18,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from datamodules.mnist import MNISTDataModule
 from datamodules.text_vectorizer import vectorizer_json_state
 from quantization import QuantizationData, quantize
-from quantization.bundle import load_bundle as engine_load_bundle
-from quantization.bundle import write_bundle
-from quantization.memory import bundle_footprint
+from quantization.measure.memory import bundle_footprint
+from quantization.ship.bundle import load_bundle as engine_load_bundle
+from quantization.ship.bundle import write_bundle
 from runtime import Bag, BundleError, TextFeaturizer, load_bundle, read_idx_images
 from tests.helpers import REPO, mirror_path, tiny_text_model
 
@@ -85,7 +85,7 @@ def test_a_torch_bundle_says_it_needs_torch(text, tmp_path):
     message = str(refusal.value)
     assert len(message.splitlines()) == 1
     assert "holds a torch artifact (int4_weight_only.pt, method int4_weight_only), which needs torch" in message
-    assert "quantization.bundle.load_bundle" in message and "--trainer.callbacks.methods" in message
+    assert "quantization.ship.bundle.load_bundle" in message and "--trainer.callbacks.methods" in message
     texts = dm.split_rows("test").texts[:5]
     assert len(engine_load_bundle(folder).predict(texts)) == 5  # with torch, it loads
     assert json.loads((folder / "bundle.json").read_text())["runtime"] == "torch"
@@ -101,7 +101,7 @@ def test_footprint_of_a_fresh_process(text, tmp_path):
     assert 10 * 2**20 < light["peak_rss_bytes"] < 2**30 and 0 < light["import_load_s"] < 60
     torch_bundle = write_bundle(tmp_path / "b", quantize(net, "fp16", data), net, dm.preprocessing(), dm.classes)
     heavy = bundle_footprint(torch_bundle, "good great car")  # a .pt bundle loads with torch: the report says so
-    assert heavy["loader"] == "quantization.bundle" and "torch" in heavy["heavy_modules"]
+    assert heavy["loader"] == "quantization.ship.bundle" and "torch" in heavy["heavy_modules"]
     assert heavy["peak_rss_bytes"] > light["peak_rss_bytes"]
 
 

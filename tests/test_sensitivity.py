@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from quantization import QuantizationData, quantize
+from quantization.decide.sensitivity import fallback, layer_sensitivity, most_sensitive_first, sqnr_db
 from quantization.registry import METHODS
-from quantization.sensitivity import fallback, layer_sensitivity, most_sensitive_first, sqnr_db
 from tests.helpers import ResidualNet
 
 STEP = 2.0**-7  # fixed_scale_int8's default grid: round(v * 128) clamped to [-128, 127]

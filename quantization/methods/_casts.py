@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from quantization.torch_artifact import Encoded, LinearCodec
+from quantization.artifacts.torch_artifact import Encoded, LinearCodec
 
 
 class CastLinear(nn.Module):

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from quantization.artifacts.torch_artifact import Encoded, LinearCodec
 from quantization.methods._packing import pack, unpack
-from quantization.torch_artifact import Encoded, LinearCodec
 
 MIN_GROUP_SIZE = 8  # bf16 scales cost 16/group_size bits per weight: 2 at 8, more below
 _TINY = 1e-12  # an all-zero row or group still gets a usable (positive) scale

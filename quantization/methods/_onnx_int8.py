@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType
 
-from quantization.int8_overflow import integer_matmuls, worst_pair_sum
-from quantization.onnx_runtime import LINEAR_OPS, quantizer_advice_dropped
+from quantization.artifacts.int8_overflow import integer_matmuls, worst_pair_sum
+from quantization.artifacts.onnx_runtime import LINEAR_OPS, quantizer_advice_dropped
 
 WeightType = Literal["int7", "uint8", "int8"]
 # weights -> (ONNX Runtime weight type, reduce_range). Activations are always uint8.
@@ -81,7 +81,7 @@ def quantize_onnx_file(fp32: bytes, quantize: Callable[[Path, Path], None]) -> t
 def int16_overflow_info(data: bytes) -> dict[str, float]:
     """``avx2_worst_pair_sum``: the largest int16 pair sum u8 activations can reach with the s8 weights.
 
-    Above 32767 the artifact can saturate on AVX2 CPUs without VNNI (see ``quantization.int8_overflow``).
+    Above 32767 the artifact can saturate on AVX2 CPUs without VNNI (see ``quantization.artifacts.int8_overflow``).
     """
     matmuls = integer_matmuls(onnx.load_from_string(data))
     worst = max((worst_pair_sum(m.weight) for m in matmuls if m.weight.dtype == np.int8), default=0)

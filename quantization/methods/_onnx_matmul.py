@@ -47,7 +47,7 @@ def linear_gemms(graph: onnx.GraphProto) -> list[LinearGemm]:
 
     >>> from torch import nn
     >>> import torch
-    >>> from quantization.onnx_runtime import export_onnx
+    >>> from quantization.artifacts.onnx_runtime import export_onnx
     >>> model = onnx.load_from_string(export_onnx(nn.Sequential(nn.Linear(8, 4), nn.ReLU()), torch.zeros(1, 8)))
     >>> linear_gemms(model.graph)
     [LinearGemm(node='/0/Gemm', in_features=8, out_features=4)]

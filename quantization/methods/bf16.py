@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from quantization.artifacts.torch_artifact import torch_method
 from quantization.methods._casts import cast_codec
 from quantization.registry import register
-from quantization.torch_artifact import torch_method
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantization.artifacts.torch_artifact import FP32_CODEC, torch_method
 from quantization.registry import register
-from quantization.torch_artifact import FP32_CODEC, torch_method
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from quantization.artifacts.torch_artifact import torch_method
 from quantization.methods._intn_weight import IntNSettings, intn_codec, intn_fake_quantizer, relative_error_bound
 from quantization.registry import register
-from quantization.torch_artifact import torch_method
 
 
 @dataclass(frozen=True)

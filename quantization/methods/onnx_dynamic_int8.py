@@ -11,8 +11,8 @@ from pathlib import Path
 
 from onnxruntime.quantization import quantize_dynamic
 
+from quantization.artifacts.onnx_runtime import onnx_method
 from quantization.methods._onnx_int8 import OnnxInt8Settings, ort_scope, quantize_onnx_file
-from quantization.onnx_runtime import onnx_method
 from quantization.registry import QuantizationData, register
 
 

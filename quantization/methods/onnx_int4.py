@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from quantization.artifacts.onnx_runtime import onnx_method
 from quantization.methods._onnx_matmul import LinearGemm, gemms_to_matmuls, linear_gemms
-from quantization.onnx_runtime import onnx_method
 from quantization.registry import QuantizationData, register
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # the block lengths ONNX Runtime's quantizer and kernels support

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+from quantization.artifacts.onnx_runtime import INPUT_NAME, as_numpy, onnx_method
 from quantization.methods._onnx_int8 import OnnxInt8Settings, ort_scope, quantize_onnx_file
-from quantization.onnx_runtime import INPUT_NAME, as_numpy, onnx_method
 from quantization.registry import QuantizationData, register
 
 # `calibration` -> how ONNX Runtime turns the calibration activations into each tensor's range.

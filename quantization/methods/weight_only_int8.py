@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantization.artifacts.torch_artifact import Encoded, LinearCodec, torch_method
 from quantization.methods._int8_weight import Int8WeightLinear
 from quantization.registry import register
-from quantization.torch_artifact import Encoded, LinearCodec, torch_method
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantization.measure import Batch, evaluate
-from quantization.onnx_runtime import dense
-from quantization.recommend import SLACK_POINTS, check_max_accuracy_drop
+from quantization.artifacts.onnx_runtime import dense
+from quantization.candidates.swap import linear_layers
+from quantization.decide.recommend import SLACK_POINTS, check_max_accuracy_drop
+from quantization.measure.rows import Batch, evaluate
 from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
-from quantization.swap import linear_layers
 
 
 def sqnr_db(reference: torch.Tensor, logits: torch.Tensor) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from quantization.native_model import OPS, Step
+from quantization.ship.native_model import OPS, Step
 from runtime.native import gen_unicode
 
 FOLDER = "device"

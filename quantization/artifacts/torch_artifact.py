@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantization.artifacts.torch_bag import EmbeddingBagLinear
+from quantization.candidates.swap import check_keep_fp32, linear_layers, swap_linears
 from quantization.registry import Artifact, Method, QuantizationData
-from quantization.swap import check_keep_fp32, linear_layers, swap_linears
-from quantization.torch_bag import EmbeddingBagLinear
 
 FORMAT = "quantlight-linear-v2"
 # Weightless layers a flat artifact can rebuild by name. Dropout is the identity at inference.

@@ -99,13 +99,13 @@ def fresh_process(load: str, predict: str, path: list[str] | None = None, timeou
 def bundle_footprint(folder: str | os.PathLike, example: Any, num_threads: int = 1) -> dict[str, Any]:
     """Peak RSS and import + load time of a fresh process that loads the bundle and labels ``example`` (one raw
     text, or one ``(H, W)`` uint8 image): with the ``runtime`` package (numpy and ONNX Runtime only), or, for a
-    torch artifact, with ``quantization.bundle`` (torch); ``loader`` names which."""
+    torch artifact, with ``quantization.ship.bundle`` (torch); ``loader`` names which."""
     if isinstance(example, str):
         one = f"[{example!r}]"
     else:
         image = torch.as_tensor(example).to(torch.uint8)
         one = f"numpy.array({image.tolist()!r}, dtype=numpy.uint8)[None]"
     _, manifest = runtime.read_manifest(folder)
-    loader = "runtime" if Path(manifest["artifact"]).suffix == ".onnx" else "quantization.bundle"
+    loader = "runtime" if Path(manifest["artifact"]).suffix == ".onnx" else "quantization.ship.bundle"
     load = f"import numpy\nfrom {loader} import load_bundle\nbundle = load_bundle({str(folder)!r}, {num_threads})"
     return fresh_process(load, f"bundle.predict({one})", [str(RUNTIME_ROOT)]) | {"loader": loader}

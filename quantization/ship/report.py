@@ -16,10 +16,10 @@ from typing import Any
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from quantization.frontier import frontier_figure, frontier_markdown, frontier_rows
-from quantization.int8_overflow import INT16_MAX
-from quantization.machine import describe, machine_info
-from quantization.objectives import human_bytes
+from quantization.artifacts.int8_overflow import INT16_MAX
+from quantization.decide.frontier import frontier_figure, frontier_markdown, frontier_rows
+from quantization.decide.objectives import human_bytes
+from quantization.measure.machine import describe, machine_info
 from storage.atomic import atomic_write
 
 Row = dict[str, Any]

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from quantization.latency import time_interleaved
+from quantization.measure.latency import time_interleaved
 
 _PARTS = ("end_to_end", "features", "model")
 
@@ -35,7 +35,7 @@ def end_to_end_latency(
 
     Each pipeline's ``predict`` (end to end), ``features`` and ``run`` (the model, on features computed before
     the timing) are called on batches of consecutive distinct inputs, every call timed alone and all of them
-    taking turns (:func:`quantization.latency.time_interleaved`), until each has ``min_run_time_s`` seconds of
+    taking turns (:func:`quantization.measure.latency.time_interleaved`), until each has ``min_run_time_s`` seconds of
     calls: a change in machine load hits every pipeline alike.
 
     Args:

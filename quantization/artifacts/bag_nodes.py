@@ -1,6 +1,6 @@
 """The ONNX nodes of an embedding bag: a first Linear over term weights computed from the rows of the terms
 present, ``bias + sum_l weights[b, l] * rows[ids[b, l]]``, for rows held in fp32, int8 or 4 bits
-(:class:`Rows`); ``quantization.embedding_bag`` puts them in place of a dense graph's first layer.
+(:class:`Rows`); ``quantization.artifacts.embedding_bag`` puts them in place of a dense graph's first layer.
 
 The inputs are ``runtime.Bag``'s: ``ids`` and ``weights``, ``(B, L)``, padded with weight 0. One product per
 text, ``(B, 1, L) @ (B, L, H)``: measured here against a scatter-add of every gathered row (ScatterND) and a

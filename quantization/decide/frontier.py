@@ -2,7 +2,7 @@
 most accurate row under a byte budget (``max_bytes``).
 
 A row's shipped bytes are what its bundle holds that the runtime reads: the artifact as shipped and its
-``preprocessing.json`` (``quantization.measure.shipped_bytes``; a text vocabulary can outweigh a small model).
+``preprocessing.json`` (``quantization.measure.rows.shipped_bytes``; a text vocabulary can outweigh a small model).
 Rows without them (no preprocessing known) count their artifact. Accuracy here is on the validation split, as every
 decision is; the test split stays the final figure, shown beside it.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from quantization.objectives import human_bytes, interval_words, over_budget_on_validation, shipped
+from quantization.decide.objectives import human_bytes, interval_words, over_budget_on_validation, shipped
 from quantization.registry import BASELINE
 
 Row = Mapping[str, Any]
@@ -125,7 +125,7 @@ def most_accurate(
     rows: Sequence[Row], budget: float, max_bytes: int | None, rule: str = "interval"
 ) -> tuple[Row | None, str]:
     """The row with the best validation accuracy among those that ship at most ``max_bytes`` (ties: fewer bytes),
-    and one sentence of why (over the budget read by ``rule``, :func:`quantization.objectives.
+    and one sentence of why (over the budget read by ``rule``, :func:`quantization.decide.objectives.
     over_budget_on_validation`); with none that fits, no row (``None``) and one sentence naming the smallest.
 
     >>> rows = [{"method": "fp32", "size_bytes": 9000, "val_accuracy_delta": 0.0},

@@ -13,12 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from quantization.measure import Batch, Candidate, Measured, MeasureSettings
-from quantization.objectives import check_rule, over_budget_on_validation
-from quantization.recommend import check_max_accuracy_drop, check_max_bytes, check_objective, recommend
+from quantization.candidates.swap import linear_layers
+from quantization.decide.objectives import check_rule, over_budget_on_validation
+from quantization.decide.recommend import check_max_accuracy_drop, check_max_bytes, check_objective, recommend
+from quantization.decide.sensitivity import fallback, layer_sensitivity
+from quantization.measure.rows import Batch, Candidate, Measured, MeasureSettings
 from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
-from quantization.sensitivity import fallback, layer_sensitivity
-from quantization.swap import linear_layers
 
 FALLBACK = "+fallback"
 
@@ -70,7 +70,7 @@ def plan_fallbacks(
 
     Args:
         model: The fp32 model the rows were measured from (only read).
-        rows: Rows with their validation accuracy delta (:func:`quantization.measure.evaluate_candidates`).
+        rows: Rows with their validation accuracy delta (:func:`quantization.measure.rows.evaluate_candidates`).
         val_batches: The validation batches the budget is checked on.
         data: Example and calibration batches.
         settings: Threads for the sensitivity runs.

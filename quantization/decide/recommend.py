@@ -2,7 +2,7 @@
 latency at a measured batch size) among the methods within an accuracy budget of fp32 on the validation split,
 with the reason and every runner-up's "why not" in words.
 
-Pure functions on the rows :mod:`quantization.measure` writes, plus ``val_accuracy_delta`` (points vs fp32
+Pure functions on the rows :mod:`quantization.measure.rows` writes, plus ``val_accuracy_delta`` (points vs fp32
 on validation), as Neural Compressor's accuracy criterion + objective do, decided from measured artifacts.
 """
 
@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from quantization.frontier import most_accurate
-from quantization.objectives import (
+from quantization.decide.frontier import most_accurate
+from quantization.decide.objectives import (
     ACCURACY,
     BYTES,
     RULE_LINE,
@@ -54,9 +54,9 @@ def recommend(
     loses). Ties go to the smaller artifact, then to the higher validation accuracy.
 
     ``max_bytes`` leaves out every row that ships more. With ``accuracy`` that is the most accurate model under a
-    byte budget (:func:`quantization.frontier.most_accurate`); with another objective, fp32 stays the fallback only
-    if it fits, else the most accurate row that fits is recommended; with no row that fits, no recommendation
-    (``method`` ``None``) and a reason naming the smallest row.
+    byte budget (:func:`quantization.decide.frontier.most_accurate`); with another objective, fp32 stays the
+    fallback only if it fits, else the most accurate row that fits is recommended; with no row that fits, no
+    recommendation (``method`` ``None``) and a reason naming the smallest row.
 
     Args:
         rows: Report rows (``method``, ``size_bytes``, ``latency_ms``, ``val_accuracy_delta``), fp32 among them.

@@ -32,7 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from quantization.bag_nodes import CONTRIB, Rows, bag_nodes, int4_rows
+from quantization.artifacts.bag_nodes import CONTRIB, Rows, bag_nodes, int4_rows
 from runtime import TERM_IDS, TERM_WEIGHTS
 
 

@@ -3,8 +3,8 @@
 ``write_bundle`` turns a report's artifact into something that reads raw inputs (text, uint8 images) and
 answers with labels; the ``runtime`` package loads it with numpy and ONNX Runtime alone. An fp32 torch
 artifact is shipped as ONNX (the same weights, the same arithmetic), and a text model's artifact reads term
-ids and weights (``quantization.embedding_bag``). Other torch artifacts stay ``.pt``: their bundle needs torch,
-and :func:`load_bundle` here (the engine's, with torch) loads those too. Every file is plain data, and every file
+ids and weights (``quantization.artifacts.embedding_bag``). Other torch artifacts stay ``.pt``: their bundle needs
+torch, and :func:`load_bundle` here (the engine's, with torch) loads those too. Every file is plain data, and every file
 is in ``bundle.json`` with its SHA-256; a bundle is written aside and swapped in whole (docs/safety.md).
 """
 
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from errors import CheckpointError
-from quantization.embedding_bag import table_rows
-from quantization.native_graph import bundle_files
-from quantization.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
+from quantization.artifacts.embedding_bag import table_rows
+from quantization.artifacts.onnx_runtime import OrtRunner, export_onnx, sparse_artifact
+from quantization.artifacts.torch_artifact import FP32_CODEC, decode_model, read_payload
 from quantization.registry import BASELINE, METHODS, Artifact, Runner
-from quantization.torch_artifact import FP32_CODEC, decode_model, read_payload
+from quantization.ship.native_graph import bundle_files
 from runtime import Bag, Bundle, BundleError, NativeBundle, featurizer
 from runtime import bundle as runtime_bundle
 from runtime.bundle import CARD_JSON, CARD_MD, FORMAT, MANIFEST, PREPROCESSING, VERSION
@@ -272,7 +272,7 @@ def preprocessing_json(preprocessing: Mapping[str, Any]) -> bytes:
 
 _LOADERS = {  # the import that loads a bundle, by what its artifact needs
     "onnxruntime": "from runtime import load_bundle  # numpy and onnxruntime only",
-    "torch": "from quantization.bundle import load_bundle  # a torch artifact: needs torch",
+    "torch": "from quantization.ship.bundle import load_bundle  # a torch artifact: needs torch",
 }
 
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from quantization.candidates.swap import swap_linears
 from quantization.registry import METHODS, Method, check_methods
-from quantization.swap import swap_linears
 
 
 class FakeQuantLinear(nn.Linear):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from torch import nn
 
-from quantization.onnx_runtime import OrtRunner
+from quantization.artifacts.onnx_runtime import OrtRunner
+from quantization.artifacts.torch_artifact import read_payload
 from quantization.registry import METHODS, Artifact, Runner
-from quantization.torch_artifact import read_payload
 from storage.atomic import atomic_write
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from quantization.embedding_bag import first_linear
+from quantization.artifacts.embedding_bag import first_linear
 from runtime import featurizer
 
 Importance = Literal["weight", "weight_x_input", "weight_x_rms_input", "frequency"]

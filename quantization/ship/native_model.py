@@ -3,7 +3,7 @@
 The image is a versioned little-endian file: a header, the labels, the featurizer (vocabulary with its hash table,
 idf and settings; or the image normalization), then one record per layer (:class:`Step`) with the artifact's own
 constants (fp32 weights, int8 codes with their scales and zero points, packed 4-bit rows). A checksum ends the file;
-the C loader checks every field against its length. ``quantization.native_graph`` reads the layers off an artifact.
+the C loader checks every field against its length. ``quantization.ship.native_graph`` reads the layers off an artifact.
 """
 
 from __future__ import annotations

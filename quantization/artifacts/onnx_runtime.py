@@ -5,7 +5,7 @@ the exporter supports goes through; the artifact is the ``.onnx`` file itself an
 fixed intra-op thread count, like torch. :func:`linear_nodes` finds the graph nodes of each
 ``nn.Linear``, so a method can leave the layers of ``QuantizationData.keep_fp32`` unquantized. With
 ``QuantizationData.sparse_input`` the method's graph is rewritten to read term ids and weights
-(``quantization.embedding_bag``) when its first layer is a Linear over the input.
+(``quantization.artifacts.embedding_bag``) when its first layer is a Linear over the input.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import onnx
 import torch
 from torch import nn
 
-from quantization.embedding_bag import first_linear, to_sparse_input
+from quantization.artifacts.embedding_bag import first_linear, to_sparse_input
+from quantization.candidates.swap import check_keep_fp32, linear_layers
 from quantization.registry import Artifact, Method, QuantizationData
-from quantization.swap import check_keep_fp32, linear_layers
 from runtime import Bag, OnnxModel
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
@@ -163,7 +163,7 @@ class OrtRunner:
 def sparse_artifact(
     onnx_model: bytes, fp32: bytes, model: nn.Module, settings: Any, info: dict[str, Any]
 ) -> tuple[bytes, dict[str, Any]]:
-    """``onnx_model`` rewritten to read term ids and weights (``quantization.embedding_bag``), with
+    """``onnx_model`` rewritten to read term ids and weights (``quantization.artifacts.embedding_bag``), with
     ``info["bag_rows"]`` the kind of rows it gathers; unchanged, with ``info["dense_input"]`` saying why,
     when the model's first layer is not a Linear over its input or its graph is not a form the rewrite knows."""
     layer = first_linear(model)

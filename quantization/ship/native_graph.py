@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantization.device_build import device_files, footprint
-from quantization.native_model import (
+from quantization.ship.device_build import device_files, footprint
+from quantization.ship.native_model import (
     BIAS,
     BIAS_I32,
     INT8_COMPUTE,

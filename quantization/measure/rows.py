@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from quantization.bundle import preprocessing_json, shippable
-from quantization.latency import Batch, distinct_inputs, time_interleaved, time_runners
-from quantization.memory import held_bytes
-from quantization.objectives import paired_interval
-from quantization.onnx_runtime import OrtRunner
+from quantization.artifacts.onnx_runtime import OrtRunner
+from quantization.decide.objectives import paired_interval
+from quantization.measure.latency import Batch, distinct_inputs, time_interleaved, time_runners
+from quantization.measure.memory import held_bytes
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
+from quantization.ship.bundle import preprocessing_json, shippable
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def as_candidates(methods: Mapping[str, Any] | Sequence[Candidate]) -> list[Cand
 
 def time_calls(runner: Runner, x: torch.Tensor, num_threads: int, min_run_time_s: float) -> dict[str, float]:
     """Median and p90 milliseconds per ``runner.run`` call on ``x`` alone (prepared once), after a warm-up: every
-    call timed by itself (:func:`quantization.latency.time_interleaved`) for ``min_run_time_s`` seconds."""
+    call timed by itself (:func:`quantization.measure.latency.time_interleaved`) for ``min_run_time_s`` seconds."""
     with torch.inference_mode():
         prepared = runner.prepare(x)
     return time_interleaved({"": (runner.run, [prepared])}, num_threads, min_run_time_s)[""]
@@ -212,7 +212,7 @@ def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement
 def accuracy_against(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
     """Size and memory ratios, accuracy deltas (points) and agreement against the fp32 row; with the row's
     ``paired`` outcomes per split, each delta's 95 % interval (``accuracy_delta_ci``, ``val_accuracy_delta_ci``:
-    :func:`quantization.objectives.paired_interval`)."""
+    :func:`quantization.decide.objectives.paired_interval`)."""
     if "val_accuracy" in row:
         row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
     for split, key in (("test", "accuracy_delta_ci"), ("val", "val_accuracy_delta_ci")):
@@ -234,7 +234,7 @@ def speed_against(row: dict[str, Any], baseline: dict[str, Any]) -> dict[str, An
 
 def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Mapping[str, Any]) -> dict[str, int]:
     """What a bundle of ``artifact`` ships, in bytes: the artifact as the bundle holds it (an fp32 torch artifact
-    as ONNX) and its ``preprocessing.json`` (``quantization.bundle.preprocessing_json``; a text vocabulary can
+    as ONNX) and its ``preprocessing.json`` (``quantization.ship.bundle.preprocessing_json``; a text vocabulary can
     outweigh a small model); ``bundle.json`` (under 1 KB) and the model card are not counted."""
     input_dim = int(data.example.shape[1])
     artifact_bytes = shippable(artifact, input_dim, sparse_input=preprocessing.get("input") == "text").size_bytes
@@ -320,8 +320,8 @@ def evaluate_candidates(
 
 
 def time_measured(measured: Sequence[Measured], settings: MeasureSettings) -> None:
-    """Time every row side by side (:func:`quantization.latency.time_runners`), then give each its speedups against
-    fp32 (the first row) as it ships."""
+    """Time every row side by side (:func:`quantization.measure.latency.time_runners`), then give each its speedups
+    against fp32 (the first row) as it ships."""
     runners = {str(i): m.runner for i, m in enumerate(measured)}
     inputs = {str(i): m.inputs for i, m in enumerate(measured)}
     figures = time_runners(runners, inputs, settings.num_threads, settings.min_run_time_s)

@@ -1,0 +1,1 @@
+"""What measures the rows: accuracy in one pass, latency per call, memory, the machine, end to end."""

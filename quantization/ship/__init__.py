@@ -1,0 +1,1 @@
+"""What ships: the report (JSON, Markdown, TensorBoard), the deployable bundle, its native model and device build."""
