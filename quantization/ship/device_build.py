@@ -22,7 +22,7 @@ from quantization.ship.native_model import OPS, Step
 from runtime.native import gen_unicode
 
 FOLDER = "device"
-NATIVE_SOURCES = Path(__file__).resolve().parents[1] / "runtime" / "native"
+NATIVE_SOURCES = Path(__file__).resolve().parents[2] / "runtime" / "native"
 COMPILE = ["-std=c99", "-Os", "-Wall", "-Werror"]  # as the device test builds the folder
 
 
