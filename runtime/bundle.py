@@ -253,17 +253,8 @@ def _read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
 
 def read_bundle_json(folder: Path, name: str) -> dict:
     """One of the bundle's JSON files as a dict, or one line saying what is wrong with it."""
-    if not (folder / name).is_file():
-        raise BundleError(f"Bundle {folder} lacks {name}. Copy the whole folder, or write the bundle again.")
-    try:
-        data = json.loads((folder / name).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BundleError(
-            f"Bundle {folder}: {name} is not valid JSON ({err}). Copy the whole folder again, or write it again."
-        ) from err
-    if not isinstance(data, dict):
-        raise BundleError(f"Bundle {folder}: {name} holds no JSON object. Write the bundle again.")
-    return data
+    file = folder / name
+    return bundle_json(folder, name, {name: file.read_bytes()} if file.is_file() else {})
 
 
 # --- one consistent bundle: every file checked against bundle.json, read while the folder may be rewritten ---------
