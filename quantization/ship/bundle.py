@@ -114,8 +114,12 @@ def write_bundle(
 def add_files(folder: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
     """Add (or replace) files of a bundle, e.g. a native model or a folder of sources (``"c/model.c"``), and list
     them in its ``bundle.json`` with their SHA-256; the bundle is rewritten whole, as :func:`write_bundle` does."""
-    folder, manifest, contents = _read_bundle_files(folder)
-    return _publish(folder, contents | dict(files), {k: v for k, v in manifest.items() if k != "files"})
+    return _republish(*_read_bundle_files(folder), files)
+
+
+def _republish(folder: Path, manifest: Mapping[str, Any], contents: Mapping[str, bytes], files: Mapping[str, bytes]):
+    """The bundle read as ``(folder, manifest, contents)``, written again whole with ``files`` added or replaced."""
+    return _publish(folder, {**contents, **files}, {k: v for k, v in manifest.items() if k != "files"})
 
 
 def _publish(folder: Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
@@ -239,7 +243,7 @@ def add_to_card(folder: str | os.PathLike, figures: Mapping[str, Any]) -> None:
     folder, manifest, files = _read_bundle_files(folder)
     card = runtime_bundle.bundle_json(folder, CARD_JSON, files) | dict(figures)
     markdown = model_card_markdown(card, int(manifest["input_dim"])).encode("utf-8")
-    add_files(folder, {CARD_JSON: _json_bytes(card), CARD_MD: markdown})
+    _republish(folder, manifest, files, {CARD_JSON: _json_bytes(card), CARD_MD: markdown})  # the files read above
 
 
 def _read_bundle_files(path: str | os.PathLike) -> tuple[Path, dict, dict[str, bytes]]:
