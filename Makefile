@@ -24,7 +24,9 @@ lint: $(STAMP)
 BENCHMARKS := $(filter-out benchmarks/timing.py benchmarks/corpora.py benchmarks/fasttext_baseline.py,$(wildcard benchmarks/*.py))  # scripts, not their shared modules
 
 bench: $(STAMP)  ## every benchmark script, printing figures and ratios (ARGS=--quick: each on tiny settings); fastText from the bench extra
-	$(PY) -m pip install -q -c $(LOCK) ".[bench]"
+	# One install at a time: installing the project rebuilds its native core, and two makes at once (a terminal and
+	# a piped run of the documented commands) would swap its metadata under each other.
+	flock $(VENV)/.install.lock $(PY) -m pip install -q -c $(LOCK) ".[bench]"
 	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b $(ARGS) || exit 1; done
 
 # Installing the project builds the native core (setup.py, optional: without a C compiler bundles run on ONNX Runtime).
