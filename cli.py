@@ -8,6 +8,9 @@ python cli.py predict -c configs/text_mlp.yaml --artifact <bundle folder> --data
 
 from __future__ import annotations
 
+import collector  # (first: the collector stays off while torch and Lightning import)
+
+# isort: split
 import importlib
 import sys
 from argparse import ArgumentError
@@ -36,6 +39,8 @@ from storage.checkpoints import (
     run_version,
 )
 from trainer import QuantlightTrainer, check_predict_arguments
+
+collector.resume()
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 # --ckpt_path values that Lightning resolves itself rather than reading a file.

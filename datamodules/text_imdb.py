@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from torchvision.datasets.utils import download_and_extract_archive
-
 from datamodules.text_corpus import BadRow, Rows
 from errors import DataError
 
@@ -27,6 +25,8 @@ def ensure_imdb(data_dir: Path, download: bool) -> Path:
             "is off. Extract aclImdb_v1.tar.gz there, pass --data.init_args.download true, or pass "
             "--data.init_args.data_dir."
         )
+    from torchvision.datasets.utils import download_and_extract_archive  # only to download: 0.15 s of imports
+
     try:
         download_and_extract_archive(IMDB_URL, download_root=str(data_dir), md5=IMDB_MD5)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError on bad MD5

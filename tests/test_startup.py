@@ -58,3 +58,16 @@ def test_torchmetrics_used_after_a_deferred_import_is_the_package_a_plain_import
     assert plain.pop("deferred") is False, "torchmetrics no longer imports torchvision or scipy.signal: drop the hook"
     assert deferred["acc"] == [0.75, 0.75]
     assert deferred == plain
+
+
+def test_the_collector_is_back_on_after_the_cli_imports_and_frees_cycles():
+    code = (
+        "import gc, json, weakref\n"
+        "import cli\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a\n"  # a cycle made after start-up
+        "gone = weakref.ref(a); del a, b\n"
+        "for _ in range(3): [[] for _ in range(100_000)]\n"  # allocations enough for collections to run on their own
+        "print(json.dumps([gc.isenabled(), gc.get_freeze_count() > 100_000, gone() is None]))"
+    )
+    assert fresh(code) == [True, True, True]

@@ -185,8 +185,8 @@ def device_files(
 
 @functools.cache
 def unicode_tables() -> str:
-    """``unicode_tables.h`` of this interpreter (a second to generate: once per process)."""
-    return gen_unicode.header()
+    """``unicode_tables.h`` of this interpreter: the one the native build wrote, or a new one (once per process)."""
+    return gen_unicode.built_or_new()
 
 
 def _input_dim(preprocessing: Mapping[str, Any]) -> int:
