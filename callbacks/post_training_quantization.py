@@ -154,13 +154,31 @@ class PostTrainingQuantization(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.fit_started = time.perf_counter()
+        self.best_reached: dict[str, Any] | None = None
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The epoch's validation and checkpoints are done: when it saved a new best, how far into the fit that was.
+        callback = trainer.checkpoint_callback
+        score = None if callback is None or callback.best_model_score is None else float(callback.best_model_score)
+        best = None if callback is None else (callback.best_model_path, score)
+        if best and best[0] and (self.best_reached is None or self.best_reached["best"] != best):
+            seconds = time.perf_counter() - self.fit_started
+            self.best_reached = {"best": best, "epoch": trainer.current_epoch + 1, "seconds": seconds}
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
             stages = Stages()
             stages.add("fit", time.perf_counter() - getattr(self, "fit_started", time.perf_counter()))
-            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer), stages)
+            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer), stages, self._fit_to_best())
         trainer.strategy.barrier("post_training_quantization")  # other ranks wait for the report
+
+    def _fit_to_best(self) -> dict[str, float] | None:
+        """The best checkpoint's epoch and the seconds from the fit's start to its end, when this fit saved it (a
+        resumed fit that never beat the earlier best has none)."""
+        reached = getattr(self, "best_reached", None)
+        if reached is None:
+            return None
+        return {"epoch": reached["epoch"], "seconds": round(reached["seconds"], 3)}
 
     def run(
         self,
@@ -169,9 +187,11 @@ class PostTrainingQuantization(Callback):
         datamodule: LightningDataModule | None,
         ckpt_path: str | None,
         stages: Stages | None = None,
+        fit_to_best: dict[str, float] | None = None,
     ) -> list[dict[str, Any]]:
         """Report on ``ckpt_path`` (``None``: ``pl_module``'s current weights), logging to ``trainer``'s logger; the
-        job's stages and their seconds go into the report (``stages``: a fit timed before, if any)."""
+        job's stages and their seconds go into the report (``stages``: a fit timed before, if any), and when the fit
+        saved ``ckpt_path``, the epoch and seconds into it (``fit_to_best``)."""
         if datamodule is None:
             raise DataError("PostTrainingQuantization needs a datamodule (its test split); pass `datamodule=`.")
         stages = stages if stages is not None else Stages()
@@ -209,6 +229,8 @@ class PostTrainingQuantization(Callback):
         if decision is not None and deployable(datamodule):
             self.deploy(folder, rows, decision, net, datamodule, stages)
         job["stages"] = dict(stages.seconds)
+        if fit_to_best is not None:
+            job["fit_to_best"] = fit_to_best
         write_report(rows, folder, decision, job)
         if writer is not None:
             log_tensorboard(writer, rows, trainer.global_step, decision)

@@ -98,6 +98,8 @@ def job_markdown(job: Mapping[str, Any]) -> str:
     lines = ["## The job, stage by stage", "", "| stage | seconds | share |", "|---|---|---|"]
     lines += [f"| {name} | {seconds:.2f} | {seconds / total:.0%} |" for name, seconds in stages.items()]
     lines.append(f"| total | {sum(stages.values()):.2f} | 100% |")
+    if best := job.get("fit_to_best"):
+        lines += ["", f"The best checkpoint: epoch {best['epoch']}, saved {best['seconds']:.2f} s into the fit."]
     return "\n".join(lines) + "\n"
 
 
@@ -332,6 +334,8 @@ def log_job(
         writer.add_text("job/stages", job_markdown(job), step)
         for name, seconds in job["stages"].items():
             writer.add_scalar(f"job/{name.replace(' ', '_')}_s", seconds, step)
+    if job.get("fit_to_best"):
+        writer.add_scalar("job/fit_to_best_s", job["fit_to_best"]["seconds"], step)
     writer.flush()
 
 
