@@ -2,9 +2,11 @@
 aware training and vocabulary pruning share.
 
 The copy trains in ``<run>/<kind>/<name>/<digest>/`` with its own ``checkpoints/last.ckpt`` and TensorBoard
-curves; the live module is never touched, so ``test --ckpt_path``, a second ``fit`` and DDP are unaffected. A run
-killed during a fine-tuning resumes it, bit for bit, from that ``last.ckpt`` when ``fit --ckpt_path`` re-enters:
-the digest names the starting weights and every setting, so the same folder is found again.
+training curves. Its epochs are not validated: the final epoch's weights are what the report measures, on the
+validation split among others, once. The live module is never touched, so ``test --ckpt_path``, a second ``fit``
+and DDP are unaffected. A run killed during a fine-tuning resumes it, bit for bit, from that ``last.ckpt`` when
+``fit --ckpt_path`` re-enters: the digest names the starting weights and every setting, so the same folder is found
+again.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def digest_folder(root: str | Path, kind: str, name: str, net: nn.Module, settin
 
 
 class _RunData(LightningDataModule):
-    """The run's datamodule as a fine-tuning trainer sees it: its splits, loaders and state, but no
+    """The run's datamodule as a fine-tuning trainer sees it: its training split, loader and state, but no
     ``prepare_data`` (the run did that; Lightning would wait for every DDP rank around it, and the other
     ranks sit at the main run's barrier); ``transform`` turns each batch's inputs into what the copy reads."""
 
@@ -110,9 +112,6 @@ class _RunData(LightningDataModule):
 
     def train_dataloader(self):
         return self.run_data.train_dataloader()
-
-    def val_dataloader(self):
-        return self.run_data.val_dataloader()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.transform is None:
@@ -175,11 +174,9 @@ def fine_tune(
             metric.sync_on_compute = metric._to_sync = False
     checkpoints = folder / "checkpoints"
     last = ModelCheckpoint(checkpoints, "last", enable_version_counter=False)
-    limits = {
-        name: getattr(trainer, name)
-        for name in ("limit_train_batches", "limit_val_batches")
-        if getattr(trainer, name) != 1.0  # the main run's limits hold here too
-    }
+    limits: dict[str, int | float] = {"limit_val_batches": 0}  # the final weights are taken whatever validation says
+    if trainer.limit_train_batches != 1.0:  # the main run's limit holds here too
+        limits["limit_train_batches"] = trainer.limit_train_batches
     if settings.examples_per_epoch is not None and "limit_train_batches" not in limits:
         # The loader shuffles anew each epoch (its sampler is seeded by the epoch), so each epoch's sample differs.
         limits["limit_train_batches"] = max(1, math.ceil(settings.examples_per_epoch / datamodule.hparams.batch_size))

@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -121,12 +122,13 @@ def unit_importance(model: nn.Module, inputs: Iterable[torch.Tensor]) -> torch.T
     """How much each unit of the first hidden layer matters, ``(H,)`` float64: its mean activation over ``inputs``
     times the L2 norm of its column of the next Linear's weight (what it adds, on average, to the next layer)."""
     index = hidden_layer(model)
-    head = model[:index]  # the first Linear and the elementwise layers after it
+    head = model[:index]  # the first Linear and the elementwise layers after it (a slice keeps the model's class)
+    reads_sparse = type(head).forward is not nn.Sequential.forward  # e.g. the text MLP's: it reads term bags
     total, rows = torch.zeros(model[index].in_features, dtype=torch.float64), 0
     with torch.no_grad():
         for x in inputs:
-            dense = x if x.layout == torch.strided else x.to_dense()  # (B, K): K is the kept terms, few
-            total += head.eval()(dense).double().abs().sum(dim=0)  # (B, K) -> (B, H) -> (H,)
+            x = x if x.layout == torch.strided or reads_sparse else x.to_dense()  # (B, K) of the kept terms
+            total += head.eval()(x).double().abs().sum(dim=0)  # (B, K) -> (B, H) -> (H,)
             rows += x.shape[0]
     if rows == 0:
         raise ValueError("Expected at least one training batch to measure the hidden units on, got none.")
@@ -245,9 +247,17 @@ def featurized_batches(
     preprocessing: Mapping[str, Any], texts: Sequence[str], labels: torch.Tensor, batch_size: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Raw texts as a bundle with this preprocessing reads them (``runtime.featurizer``), in sparse ``(B, K)``
-    batches with their labels: what a pruned row is measured on."""
+    batches with their labels: what a pruned row is measured on. Each batch goes from the featurizer's term bags
+    to a coalesced sparse tensor directly: the non-zeros a dense ``(B, K)`` matrix would hold, without it."""
     featurize = featurizer(preprocessing)
-    return [
-        (torch.from_numpy(featurize(texts[i : i + batch_size])).to_sparse(), labels[i : i + batch_size])
-        for i in range(0, len(texts), batch_size)
-    ]
+    out = []
+    for i in range(0, len(texts), batch_size):
+        bag = featurize.bag(texts[i : i + batch_size])
+        kept = bag.weights != 0  # the padding, and (as a dense matrix's non-zeros) any value that rounds to 0
+        rows = np.nonzero(kept)[0]
+        indices = torch.from_numpy(np.stack([rows, bag.ids[kept]]))
+        shape = (len(bag.ids), featurize.input_dim)
+        values = torch.from_numpy(bag.weights[kept])
+        x = torch.sparse_coo_tensor(indices, values, shape, is_coalesced=True, check_invariants=False)  # built sorted
+        out.append((x, labels[i : i + batch_size]))
+    return out
