@@ -22,6 +22,7 @@ from quantization import (
 )
 from quantization.measure.rows import (
     MeasureSettings,
+    OnePerCall,
     latency_inputs,
     measure_methods,
     one_per_call,
@@ -224,3 +225,18 @@ def test_text_default_keeps_the_methods_whose_artifact_reads_term_bags(inputs, d
         assert runner.sparse_input == METHODS[name].reads_term_bags, name
     assert dense_only_methods() == ["bf16", "dynamic_int8", "fixed_scale_int8", "fp16", "weight_only_int8"]
     assert set(default_methods(term_bags=True)) == set(default_methods()) - set(dense_only_methods())
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "term bags"])
+def test_one_per_call_gives_the_logits_of_each_example_run_alone(inputs, data, sparse):
+    # A per-call activation scale: each example's logits depend on the call, so the per-example path must be exact.
+    x = inputs.clone()
+    x[3] = 0.0  # a text with no known term
+    x[5, 10:] = 0.0  # a short one
+    artifact = quantize(tiny_net(), "onnx_dynamic_int8", dataclasses.replace(data, sparse_input=sparse))
+    runner = METHODS["onnx_dynamic_int8"].load(artifact.data, None, 1)
+    assert runner.sparse_input == sparse
+    batch = x.to_sparse() if sparse else x
+    alone = torch.cat([runner.logits(one) for one, _ in one_per_call([(batch, torch.zeros(32))])])
+    assert torch.equal(OnePerCall(runner).logits(batch), alone)
+    assert not torch.equal(runner.logits(batch), alone)  # one call for the batch: another scale, other logits

@@ -159,6 +159,22 @@ class OrtRunner:
         """fp32 logits, ``(B, input_dim) -> (B, num_classes)``."""
         return torch.from_numpy(self.run(self.prepare(x))).float()
 
+    def logits_each(self, x: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of each example of ``x`` run alone, one call each (a served request): what ``logits`` gives
+        the examples one at a time, with the batch converted once rather than per example."""
+        if not self.sparse_input:
+            rows = as_numpy(x)
+            return torch.from_numpy(
+                np.concatenate([self.run(self.model.feeds(rows[b : b + 1])) for b in range(len(rows))])
+            ).float()
+        bag = bag_of(x)
+        out = []
+        for b, n in enumerate(bag.lengths.tolist()):  # the bag one example's batch would give: width max(1, n)
+            width = max(1, n)
+            one = Bag(bag.ids[b : b + 1, :width].copy(), bag.weights[b : b + 1, :width].copy(), None)
+            out.append(self.run(self.model.feeds(one)))
+        return torch.from_numpy(np.concatenate(out)).float()
+
 
 def sparse_artifact(
     onnx_model: bytes, fp32: bytes, model: nn.Module, settings: Any, info: dict[str, Any]

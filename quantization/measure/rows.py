@@ -135,6 +135,21 @@ def one_per_call(batches: Sequence[Batch]) -> list[Batch]:
     return [(x.index_select(0, torch.tensor([i])), y[i : i + 1]) for x, y in batches for i in range(len(y))]
 
 
+class OnePerCall:
+    """``runner`` called one example at a time, what a served request is, for a method whose labels depend on the
+    call's other examples (activations quantized per call): the logits :func:`one_per_call` batches give, through
+    the runner's ``logits_each`` where it has one (a batch converted once, not per example)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.sparse_input = runner.sparse_input
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.runner, "logits_each"):
+            return self.runner.logits_each(x)
+        return torch.cat([self.runner.logits(one) for one, _ in one_per_call([(x, torch.zeros(len(x)))])])
+
+
 def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
     """Predicted classes over all ``batches`` and their accuracy (:func:`evaluate`)."""
     logits, accuracy = evaluate(runner, batches)
@@ -292,10 +307,11 @@ def evaluate_candidates(
             shipped = shippable(artifact, int(reads.data.example.shape[1]), reads.data.sparse_input)
             timed = OrtRunner(shipped.data, settings.num_threads) if shipped is not artifact else runner
         test, val = reads.batches, reads.val_batches if val_batches else ()
+        evaluated = runner
         if METHODS[candidate.method].activations_per_call:  # its labels depend on the call's other examples
-            test, val = one_per_call(test), one_per_call(val)
-        row, predictions, val_predictions = _accuracy_row(artifact, runner, timed, test, val, settings, shipped)
-        if METHODS[candidate.method].activations_per_call:
+            evaluated = OnePerCall(runner)
+        row, predictions, val_predictions = _accuracy_row(artifact, evaluated, timed, test, val, settings, shipped)
+        if evaluated is not runner:
             row["evaluated_batch_size"] = 1
         row["settings"] = dataclasses.asdict(method_settings)  # what the method ran with, named in the report
         row["sparse_input"] = bool(reads.data.sparse_input and timed.sparse_input)
