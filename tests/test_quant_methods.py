@@ -240,3 +240,18 @@ def test_one_per_call_gives_the_logits_of_each_example_run_alone(inputs, data, s
     alone = torch.cat([runner.logits(one) for one, _ in one_per_call([(batch, torch.zeros(32))])])
     assert torch.equal(OnePerCall(runner).logits(batch), alone)
     assert not torch.equal(runner.logits(batch), alone)  # one call for the batch: another scale, other logits
+
+
+def test_an_export_is_reused_only_for_the_same_unchanged_model(inputs):
+    from quantization.artifacts.onnx_runtime import export_onnx
+
+    net = tiny_net()
+    first = export_onnx(net, inputs[:1])
+    assert export_onnx(net, inputs[:1]) is first  # the report exports one model for several methods
+    assert export_onnx(tiny_net(), inputs[:1]) is not first  # an equal copy is another model: exported anew
+    with torch.no_grad():
+        net[0].weight[0, 0] += 1.0  # changed in place
+    changed = export_onnx(net, inputs[:1])
+    assert changed != first
+    net[0].weight = nn.Parameter(net[0].weight.detach().clone())  # a tensor replaced
+    assert export_onnx(net, inputs[:1]) is not changed
