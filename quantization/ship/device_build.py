@@ -55,7 +55,7 @@ def model_header(image: bytes, steps: Sequence[Step], text: bool, workspace: int
             f"#define QL_MODEL_BYTES {len(image)}u",
             f"#define QL_WORKSPACE_BYTES {workspace}u",
             f"static const uint32_t ql_model_image[{words}] = {{",
-            *c_words(image),
+            c_words(image),
             "};",
             "#endif",
             "",
