@@ -13,10 +13,18 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from callbacks.prediction_writer import PredictionWriter
 from errors import CheckpointError, ConfigError, DataError
 from runtime import Bundle, read_images
+from storage.checkpoints import use_local_checkpoint_io
 
 
 class QuantlightTrainer(Trainer):
-    """Lightning's Trainer plus :meth:`quantize`, and :meth:`predict` from a bundle."""
+    """Lightning's Trainer plus :meth:`quantize`, and :meth:`predict` from a bundle.
+
+    Checkpoints are written by :class:`storage.checkpoints.LocalCheckpointIO` unless ``plugins`` names a writer.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        use_local_checkpoint_io(self.strategy)
 
     def quantize(
         self,

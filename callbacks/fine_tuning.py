@@ -30,6 +30,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from modules.base import FineTuning
+from storage.checkpoints import use_local_checkpoint_io
 
 Transform = Callable[[torch.Tensor], torch.Tensor]  # a batch's inputs as the fine-tuned copy reads them
 
@@ -194,6 +195,7 @@ def fine_tune(
         default_root_dir=folder,
         **limits,
     )
+    use_local_checkpoint_io(inner.strategy)
     resume = checkpoints / "last.ckpt"
     try:
         inner.fit(module, datamodule=_RunData(datamodule, transform), ckpt_path=resume if resume.is_file() else None)

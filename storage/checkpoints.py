@@ -1,4 +1,5 @@
-"""Checks on a checkpoint before Lightning loads it, so a wrong file ends in one clear line.
+"""Checks on a checkpoint before Lightning loads it, so a wrong file ends in one clear line, and the writer Lightning
+saves checkpoints with (:class:`LocalCheckpointIO`).
 
 Lightning's own failures for these cases are tracebacks deep in ``torch.load`` or
 ``load_state_dict``; these functions name the file, what was expected, and the fix.
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.strategies import Strategy
 
 from errors import CheckpointError
+from storage.atomic import atomic_torch_save
 
 
 def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
@@ -130,3 +134,22 @@ def run_version(ckpt_path: str | os.PathLike) -> str | None:
     """
     path = Path(ckpt_path)
     return path.parent.parent.name if path.parent.name == "checkpoints" else None
+
+
+def use_local_checkpoint_io(strategy: Strategy) -> None:
+    """Have ``strategy`` write checkpoints with :class:`LocalCheckpointIO`, unless it was given another writer."""
+    if strategy._checkpoint_io is None:  # no writer configured: Lightning would make its default TorchCheckpointIO
+        strategy.checkpoint_io = LocalCheckpointIO()
+
+
+class LocalCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, a local file written with :func:`storage.atomic.atomic_torch_save` (straight to
+    a temporary file beside it, then renamed over the old one) instead of serialized in memory and copied out: a
+    checkpoint or two every epoch, at 13 MB each for the text recipe. Other filesystems (``s3://...``) and storage
+    options go to Lightning's own writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
+        return None

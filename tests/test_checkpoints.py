@@ -128,3 +128,23 @@ def test_cli_weights_only_false_is_an_explicit_opt_out(mnist_root, tmp_path, cap
     assert "cannot be loaded safely" in refused.splitlines()[-1]
     assert "--weights_only false" in refused.splitlines()[-1]
     main(["test", *mnist_args(mnist_root, tmp_path), "--ckpt_path", str(path), "--weights_only", "false"])
+
+
+def test_checkpoints_are_written_whole_by_the_local_writer_unless_another_is_configured(tmp_path):
+    from lightning.pytorch.plugins import TorchCheckpointIO
+
+    from storage.checkpoints import LocalCheckpointIO
+    from trainer import QuantlightTrainer
+
+    trainer = QuantlightTrainer(logger=False, enable_progress_bar=False)
+    assert type(trainer.strategy.checkpoint_io) is LocalCheckpointIO
+    mine = TorchCheckpointIO()
+    assert QuantlightTrainer(logger=False, plugins=[mine]).strategy.checkpoint_io is mine
+    state = {"state_dict": {"w": torch.arange(6.0)}, "epoch": 3}
+    path = tmp_path / "runs" / "last.ckpt"  # its folder made on the way
+    trainer.strategy.checkpoint_io.save_checkpoint(state, path)
+    path.write_bytes(b"")  # replaced whole by the next write, never appended to
+    trainer.strategy.checkpoint_io.save_checkpoint(state | {"epoch": 4}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["epoch"] == 4 and torch.equal(loaded["state_dict"]["w"], torch.arange(6.0))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left beside it
