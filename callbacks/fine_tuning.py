@@ -67,6 +67,12 @@ class FineTuneSettings:
         return "fine_tuning"
 
 
+def batches_for(examples: int | None, datamodule: LightningDataModule) -> int | None:
+    """The training batches that hold ``examples`` (``None``: all of them); the loader shuffles, so its first
+    batches are a random sample."""
+    return None if examples is None else max(1, math.ceil(examples / datamodule.hparams.batch_size))
+
+
 def close_live_display(trainer: Trainer, pl_module: LightningModule) -> None:
     """End the main run's live progress display (its finished bars stay on screen) before a fine-tuning trainer
     opens its own on the same console: a rich display left open underneath would lose its place on the console's
@@ -180,7 +186,7 @@ def fine_tune(
         limits["limit_train_batches"] = trainer.limit_train_batches
     if settings.examples_per_epoch is not None and "limit_train_batches" not in limits:
         # The loader shuffles anew each epoch (its sampler is seeded by the epoch), so each epoch's sample differs.
-        limits["limit_train_batches"] = max(1, math.ceil(settings.examples_per_epoch / datamodule.hparams.batch_size))
+        limits["limit_train_batches"] = batches_for(settings.examples_per_epoch, datamodule)
     close_live_display(trainer, trainer.lightning_module)
     rank_zero_info(f"{title}: {settings.epochs} epoch(s) in {folder}")
     inner = Trainer(

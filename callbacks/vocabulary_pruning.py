@@ -23,7 +23,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from callbacks.fine_tuning import digest_folder, fine_tune, seed_from
+from callbacks.fine_tuning import batches_for, digest_folder, fine_tune, seed_from
 from callbacks.prune_settings import PruneSettings, PruneSize
 from errors import ConfigError
 from quantization import METHODS, QuantizationData
@@ -144,8 +144,10 @@ def pruned_candidates(
     shapes = list({name: (terms, hidden, name) for terms, hidden, name in shapes}.values())  # sizes that coincide
     if not shapes:
         return []
-    with whole_training_split(datamodule) as inputs:
-        statistics = input_statistics(inputs, vocabulary)
+    statistics = {}
+    if settings.importance != "weight":  # the other rules weigh the terms by their inputs on the training split
+        with whole_training_split(datamodule) as inputs:
+            statistics = input_statistics(inputs, vocabulary)
     scores = input_importance(net, statistics, settings.importance)
     normalize = normalizes(preprocessing)
     candidates = []
@@ -153,9 +155,10 @@ def pruned_candidates(
         columns = keep_top(scores, terms)
         pruned = prune_model(net, columns)
         units = None
-        if hidden is not None:
+        if hidden is not None:  # the units' mean activations, on the examples one fine-tuning epoch reads at most
             with whole_training_split(datamodule) as inputs:
-                kept = (select_columns(x, columns, normalize) for x in inputs)
+                sample = itertools.islice(inputs, batches_for(settings.examples_per_epoch, datamodule))
+                kept = (select_columns(x, columns, normalize) for x in sample)
                 units = keep_top(unit_importance(pruned, kept), hidden)
             pruned = prune_model(net, columns, units)
         trained, info = _fine_tune(
