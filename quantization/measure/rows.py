@@ -247,13 +247,17 @@ def speed_against(row: dict[str, Any], baseline: dict[str, Any]) -> dict[str, An
     return row | {"speedup": speedup, "slower_than_fp32": [int(n) for n, s in speedup.items() if s < 1]}
 
 
-def shipped_bytes(artifact: Artifact, data: QuantizationData, preprocessing: Mapping[str, Any]) -> dict[str, int]:
+def shipped_bytes(
+    artifact: Artifact, data: QuantizationData, preprocessing: Mapping[str, Any], preprocessing_bytes: int | None = None
+) -> dict[str, int]:
     """What a bundle of ``artifact`` ships, in bytes: the artifact as the bundle holds it (an fp32 torch artifact
     as ONNX) and its ``preprocessing.json`` (``quantization.ship.bundle.preprocessing_json``; a text vocabulary can
-    outweigh a small model); ``bundle.json`` (under 1 KB) and the model card are not counted."""
+    outweigh a small model; ``preprocessing_bytes``, its size when known); ``bundle.json`` (under 1 KB) and the
+    model card are not counted."""
     input_dim = int(data.example.shape[1])
     artifact_bytes = shippable(artifact, input_dim, sparse_input=preprocessing.get("input") == "text").size_bytes
-    preprocessing_bytes = len(preprocessing_json(preprocessing))
+    if preprocessing_bytes is None:
+        preprocessing_bytes = len(preprocessing_json(preprocessing))
     return {"preprocessing_bytes": preprocessing_bytes, "shipped_bytes": artifact_bytes + preprocessing_bytes}
 
 
@@ -291,6 +295,7 @@ def evaluate_candidates(
     """
     own = RowInputs("", batches, val_batches, data, preprocessing or {})
     latency_sets: dict[int, dict[int, list[torch.Tensor]]] = {}  # per RowInputs: the same texts for every row
+    preprocessing_sizes: dict[int, int] = {}  # per RowInputs: its preprocessing.json's bytes
     measured = []
     for candidate in candidates:
         reads = candidate.inputs or own
@@ -318,7 +323,9 @@ def evaluate_candidates(
         if shipped is not artifact:
             row["timed_as"] = shipped.suffix.lstrip(".")  # fp32 as a bundle ships it
         if reads.preprocessing:
-            row |= shipped_bytes(shipped, reads.data, reads.preprocessing)
+            if id(reads) not in preprocessing_sizes:  # one vocabulary for many rows: serialized once
+                preprocessing_sizes[id(reads)] = len(preprocessing_json(reads.preprocessing))
+            row |= shipped_bytes(shipped, reads.data, reads.preprocessing, preprocessing_sizes[id(reads)])
         if candidate.inputs is not None:
             row["preprocessing"] = f"{candidate.inputs.name}.preprocessing.json"
         row |= dict(candidate.info)
