@@ -133,13 +133,15 @@ def main() -> None:
             walls.append(wall)
             to_best += [best["seconds"]] if best else []
             after_fit = sum(s for name, s in stages.items() if name != "fit")
+            saved = f"best checkpoint {best['seconds']:.1f} s into the fit (epoch {best['epoch']})" if best else ""
             print(
                 f"tweets fit, round {round_ + 1}: {wall:.1f} s wall; after fit {after_fit:.1f} s; "
-                f"best checkpoint {best['seconds']:.1f} s into the fit (epoch {best['epoch']}); {stages_line(stages)}"
+                f"{saved or 'no best checkpoint saved'}; {stages_line(stages)}"
             )
         if fasttext_walls:
             ours, theirs = statistics.median(walls), statistics.median(fasttext_walls)
             print(f"tweets: Quantlight fit {ours:.1f} s, fastText's whole job {theirs:.1f} s: {ours / theirs:.2f}x")
+        if fasttext_walls and to_best:
             ours, theirs = statistics.median(to_best), statistics.median(fasttext_training)
             print(
                 f"tweets: fit to the best checkpoint {ours:.2f} s, fastText's training {theirs:.2f} s: "

@@ -156,14 +156,23 @@ class PostTrainingQuantization(Callback):
         self.fit_started = time.perf_counter()
         self.best_reached: dict[str, Any] | None = None
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # The epoch's validation and checkpoints are done: when it saved a new best, how far into the fit that was.
-        callback = trainer.checkpoint_callback
-        score = None if callback is None or callback.best_model_score is None else float(callback.best_model_score)
-        best = None if callback is None else (callback.best_model_path, score)
-        if best and best[0] and (self.best_reached is None or self.best_reached["best"] != best):
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.best_seen = _best_of(trainer)  # a resumed fit's earlier best is not this fit's
+
+    # Lightning saves a checkpoint after every other callback's epoch-end hook: an epoch's best is seen, checkpoint
+    # written, when the next epoch starts or training ends.
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._note_best(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._note_best(trainer)
+
+    def _note_best(self, trainer: Trainer) -> None:
+        best = _best_of(trainer)
+        if best is not None and best != getattr(self, "best_seen", None):
+            self.best_seen = best
             seconds = time.perf_counter() - self.fit_started
-            self.best_reached = {"best": best, "epoch": trainer.current_epoch + 1, "seconds": seconds}
+            self.best_reached = {"epoch": trainer.current_epoch, "seconds": seconds}  # epochs done, so far
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -333,3 +342,12 @@ def tensorboard(trainer: Trainer) -> SummaryWriter | None:
     """The run's ``SummaryWriter`` when it logs to TensorBoard."""
     logger = trainer.logger
     return logger.experiment if isinstance(logger, TensorBoardLogger) else None
+
+
+def _best_of(trainer: Trainer) -> tuple[str, float | None] | None:
+    """The best checkpoint's path and score so far, or ``None``."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.best_model_path:
+        return None
+    score = callback.best_model_score
+    return callback.best_model_path, None if score is None else float(score)

@@ -107,6 +107,10 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
         measures = ("size_bytes", "size_ratio", "memory_bytes", "accuracy", "latency_ms_bs1", "speedup_bs1")
         assert {f"quant/{tag}" for tag in measures} <= set(hparams.Tags()["scalars"])
     assert list(report["job"]["stages"])[:2] == ["fit", "data"] and report["job"]["stages"]["latency"] > 0
+    # When the best checkpoint was saved: its epoch (1-based) and the seconds into the fit, its write included.
+    best = report["job"]["fit_to_best"]
+    assert best["epoch"] == torch.load(checkpoint.best_model_path, weights_only=True)["epoch"] + 1
+    assert 0 < best["seconds"] <= report["job"]["stages"]["fit"]
 
 
 def test_fast_dev_run_falls_back_to_final_weights(mnist_root, tmp_path):
