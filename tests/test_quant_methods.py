@@ -255,3 +255,8 @@ def test_an_export_is_reused_only_for_the_same_unchanged_model(inputs):
     assert changed != first
     net[0].weight = nn.Parameter(net[0].weight.detach().clone())  # a tensor replaced
     assert export_onnx(net, inputs[:1]) is not changed
+    from quantization.artifacts import onnx_runtime
+
+    kept = len(onnx_runtime._EXPORTS)
+    del net  # its exports go with it
+    assert len(onnx_runtime._EXPORTS) < kept

@@ -14,6 +14,7 @@ import copy
 import io
 import logging
 import warnings
+import weakref
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,29 +35,34 @@ OPSET = 17
 LINEAR_OPS = ("Gemm", "MatMul")
 
 
-# The latest exports, newest last: the report exports one model per ONNX method and once more as fp32 ships it.
-_EXPORTS: list[tuple[nn.Module, tuple, bytes]] = []
+# The latest exports, newest last: the report exports one model per ONNX method and once more as fp32 ships it. An
+# entry goes with its model (a weak reference), so a model's export lives no longer than the model.
+_EXPORTS: list[tuple[weakref.ref, tuple, bytes]] = []
 _EXPORTS_KEPT = 4
 
 
 def _export_key(model: nn.Module, example: torch.Tensor) -> tuple:
     """What an export depends on: the example's shape and type, and each tensor of the model, by storage and version
-    (an in-place change bumps the version; a cached entry holds its model, so its tensors' addresses stay its own)."""
+    (an in-place change bumps the version, a replaced tensor has another storage)."""
     tensors = model.state_dict(keep_vars=True)
     state = tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype) for k, t in tensors.items())
     return type(model), tuple(example.shape[1:]), example.dtype, example.layout, state
+
+
+def _forget(ref: weakref.ref) -> None:
+    _EXPORTS[:] = [entry for entry in _EXPORTS if entry[0] is not ref]
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     """``model`` as an fp32 ONNX graph with a dynamic batch dimension, ``(B, ...) -> (B, num_classes)``; the same
     model (unchanged) and input shape give the bytes of the last export again."""
     key = _export_key(model, example)
-    for i, (cached, cached_key, data) in enumerate(_EXPORTS):
-        if cached is model and cached_key == key:
+    for i, (ref, cached_key, data) in enumerate(_EXPORTS):
+        if ref() is model and cached_key == key:
             _EXPORTS.append(_EXPORTS.pop(i))
             return data
     data = _export(model, example)
-    _EXPORTS.append((model, key, data))
+    _EXPORTS.append((weakref.ref(model, _forget), key, data))
     del _EXPORTS[:-_EXPORTS_KEPT]
     return data
 
