@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.quantization import run_both_models
 from quantization import METHODS, Artifact, QuantizationData, quantize
 from quantization.artifacts.onnx_runtime import export_onnx
-from quantization.measure.rows import Batch, MeasureSettings, compare_to_baseline, latency_inputs, measure_artifact
+from quantization.measure.against_fp32 import compare_to_baseline
+from quantization.measure.rows import Batch, MeasureSettings, latency_inputs, measure_artifact
 from quantization.methods._onnx_matmul import gemms_to_matmuls, linear_gemms
 
 INT4_VARIANTS = [

@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.end_to_end import TWEETS, load_text_run, train_tweets
 from callbacks.post_training_quantization import training_inputs
 from quantization import METHODS, QuantizationData, quantize
+from quantization.measure.accuracy import predict
 from quantization.measure.latency import first_rows
 from quantization.measure.machine import describe, machine_info
 from quantization.measure.memory import held_bytes
-from quantization.measure.rows import latency_inputs, predict, time_calls
+from quantization.measure.rows import latency_inputs, time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 

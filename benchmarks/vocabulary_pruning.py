@@ -45,9 +45,9 @@ from quantization import METHODS
 from quantization.candidates.pruning import IMPORTANCE, featurized_batches
 from quantization.decide.frontier import frontier_rows
 from quantization.decide.recommend import recommend
+from quantization.measure.accuracy import predict
 from quantization.measure.machine import describe, machine_info
 from quantization.measure.memory import bundle_footprint
-from quantization.measure.rows import predict
 from quantization.registry import Artifact
 from quantization.ship.bundle import write_bundle
 from runtime import load_bundle

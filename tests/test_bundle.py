@@ -21,8 +21,8 @@ from datamodules.text import TextDataModule
 from datamodules.text_vectorizer import make_vectorizer, vectorizer_state
 from modules import MLP, LogisticRegression
 from quantization import METHODS, QuantizationData, quantize
+from quantization.measure.accuracy import predict
 from quantization.measure.end_to_end import end_to_end_latency
-from quantization.measure.rows import predict
 from quantization.ship.bundle import MANIFEST, load_bundle, write_bundle
 from runtime import TextFeaturizer, featurizer, read_idx_images, read_images
 from runtime.native_bundle import NATIVE_FILE

@@ -25,7 +25,8 @@ from quantization.decide.objectives import (
     paired_interval,
 )
 from quantization.decide.recommend import recommend
-from quantization.measure.rows import MeasureSettings, accuracy_against, paired_outcomes
+from quantization.measure.against_fp32 import accuracy_against, paired_outcomes
+from quantization.measure.rows import MeasureSettings
 from quantization.pipeline import quantization_report
 from tests.helpers import text_args, write_text_corpus
 

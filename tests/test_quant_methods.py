@@ -20,15 +20,8 @@ from quantization import (
     quantize,
     save_artifact,
 )
-from quantization.measure.rows import (
-    MeasureSettings,
-    OnePerCall,
-    latency_inputs,
-    measure_methods,
-    one_per_call,
-    predict,
-    time_calls,
-)
+from quantization.measure.accuracy import OnePerCall, one_per_call, predict
+from quantization.measure.rows import MeasureSettings, latency_inputs, measure_methods, time_calls
 from quantization.registry import default_methods, dense_only_methods
 from tests.helpers import ResidualNet
 

@@ -19,7 +19,8 @@ from torch import nn
 from quantization.artifacts.onnx_runtime import dense
 from quantization.candidates.swap import linear_layers
 from quantization.decide.recommend import SLACK_POINTS, check_max_accuracy_drop
-from quantization.measure.rows import Batch, evaluate
+from quantization.measure.accuracy import evaluate
+from quantization.measure.latency import Batch
 from quantization.registry import BASELINE, METHODS, QuantizationData, check_methods
 
 

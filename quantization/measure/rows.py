@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.functional.classification import multiclass_accuracy
 
 from quantization.artifacts.onnx_runtime import OrtRunner
-from quantization.decide.objectives import paired_interval
+from quantization.measure.accuracy import OnePerCall, predict
+from quantization.measure.against_fp32 import accuracy_against, paired_outcomes, speed_against
 from quantization.measure.latency import Batch, distinct_inputs, time_interleaved, time_runners
 from quantization.measure.memory import held_bytes
 from quantization.registry import BASELINE, METHODS, Artifact, QuantizationData, Runner, check_methods
@@ -117,45 +117,6 @@ def latency_inputs(features: torch.Tensor, batch_sizes: Sequence[int]) -> dict[i
     return inputs
 
 
-def evaluate(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
-    """``(N, num_classes)`` fp32 logits over all ``batches`` (fed as given) and their accuracy (torchmetrics, micro)."""
-    if not batches:
-        raise ValueError("Expected at least one (x, y) batch to evaluate on, got none.")
-    logits = torch.cat([runner.logits(x) for x, _ in batches])  # (N, num_classes)
-    labels = torch.cat([y for _, y in batches])
-    return logits, float(multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average="micro"))
-
-
-def one_per_call(batches: Sequence[Batch]) -> list[Batch]:
-    """Each example of ``batches`` as a batch of its own, in order: what a served request is.
-
-    >>> [x.tolist() for x, _ in one_per_call([(torch.eye(2), torch.tensor([0, 1]))])]
-    [[[1.0, 0.0]], [[0.0, 1.0]]]
-    """
-    return [(x.index_select(0, torch.tensor([i])), y[i : i + 1]) for x, y in batches for i in range(len(y))]
-
-
-class OnePerCall:
-    """``runner`` called one example at a time, what a served request is, for a method whose labels depend on the
-    call's other examples (activations quantized per call): the logits :func:`one_per_call` batches give, through
-    the runner's ``logits_each`` where it has one (a batch converted once, not per example)."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.sparse_input = runner.sparse_input
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self.runner, "logits_each"):
-            return self.runner.logits_each(x)
-        return torch.cat([self.runner.logits(one) for one, _ in one_per_call([(x, torch.zeros(len(x)))])])
-
-
-def predict(runner: Runner, batches: Sequence[Batch]) -> tuple[torch.Tensor, float]:
-    """Predicted classes over all ``batches`` and their accuracy (:func:`evaluate`)."""
-    logits, accuracy = evaluate(runner, batches)
-    return logits.argmax(dim=1), accuracy
-
-
 def measure_artifact(
     artifact: Artifact,
     model: nn.Module,
@@ -204,47 +165,6 @@ def _accuracy_row(
     if val_batches:
         val_predictions, row["val_accuracy"] = predict(runner, val_batches)
     return row, predictions, val_predictions
-
-
-def paired_outcomes(predictions: torch.Tensor, baseline: torch.Tensor, batches: Sequence[Batch]) -> dict[str, int]:
-    """The paired outcomes against fp32 on the same examples: ``gained`` (this row right, fp32 wrong), ``lost``
-    (the reverse) and ``examples``; what an accuracy delta's interval is computed from."""
-    labels = torch.cat([y for _, y in batches])
-    right, fp32_right = predictions == labels, baseline == labels
-    gained, lost = int((right & ~fp32_right).sum()), int((~right & fp32_right).sum())
-    return {"gained": gained, "lost": lost, "examples": len(labels)}
-
-
-def compare_to_baseline(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
-    """Add size ratio, memory ratio, accuracy delta (percentage points), agreement and speedups against fp32.
-
-    ``slower_than_fp32`` lists the batch sizes where the method's median is above fp32's; with a
-    validation accuracy, ``val_accuracy_delta`` is its change in points (what an accuracy budget reads).
-    """
-    return speed_against(accuracy_against(row, baseline, agreement), baseline)
-
-
-def accuracy_against(row: dict[str, Any], baseline: dict[str, Any], agreement: float) -> dict[str, Any]:
-    """Size and memory ratios, accuracy deltas (points) and agreement against the fp32 row; with the row's
-    ``paired`` outcomes per split, each delta's 95 % interval (``accuracy_delta_ci``, ``val_accuracy_delta_ci``:
-    :func:`quantization.decide.objectives.paired_interval`)."""
-    if "val_accuracy" in row:
-        row = row | {"val_accuracy_delta": (row["val_accuracy"] - baseline["val_accuracy"]) * 100}
-    for split, key in (("test", "accuracy_delta_ci"), ("val", "val_accuracy_delta_ci")):
-        if split in row.get("paired", {}):
-            row = row | {key: list(paired_interval(**row["paired"][split]))}
-    return row | {
-        "size_ratio": baseline["size_bytes"] / row["size_bytes"],
-        "memory_ratio": baseline["memory_bytes"] / row["memory_bytes"],
-        "accuracy_delta": (row["accuracy"] - baseline["accuracy"]) * 100,
-        "agreement": agreement,
-    }
-
-
-def speed_against(row: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """Speedups against the fp32 row as it ships, per batch size, and the batch sizes where the row is slower."""
-    speedup = {n: baseline["latency_ms"][n]["median"] / t["median"] for n, t in row["latency_ms"].items()}
-    return row | {"speedup": speedup, "slower_than_fp32": [int(n) for n, s in speedup.items() if s < 1]}
 
 
 def shipped_bytes(
