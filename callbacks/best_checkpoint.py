@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from lightning.pytorch import Callback, Trainer
@@ -24,6 +25,38 @@ def best_checkpoint(trainer: Trainer, warn: bool = True) -> str | None:
         reason = "fast_dev_run saves none" if trainer.fast_dev_run else "no ModelCheckpoint saved one"
         rank_zero_warn(f"No best checkpoint ({reason}): quantizing the final weights of this fit instead.")
     return None
+
+
+class BestSaved:
+    """When a fit saved its best checkpoint: the epoch and the seconds from ``start`` (the fit's) to the end of that
+    checkpoint's write. Made when training starts (a resumed fit's earlier best is not this fit's); :meth:`note` it
+    when an epoch's checkpoints are written: the next epoch's start, or training's end."""
+
+    def __init__(self, trainer: Trainer, start: float) -> None:
+        self.start = start
+        self.seen = _best_of(trainer)
+        self.reached: dict[str, float] | None = None
+
+    def note(self, trainer: Trainer) -> None:
+        best = _best_of(trainer)
+        if best is not None and best != self.seen:
+            self.seen = best
+            self.reached = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - self.start}  # epochs done
+
+    def figures(self) -> dict[str, float] | None:
+        """``{"epoch": 1-based, "seconds"}``, or ``None`` when this fit saved no best checkpoint."""
+        if self.reached is None:
+            return None
+        return {"epoch": self.reached["epoch"], "seconds": round(self.reached["seconds"], 3)}
+
+
+def _best_of(trainer: Trainer) -> tuple[str, float | None] | None:
+    """The best checkpoint's path and score so far, or ``None``."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.best_model_path:
+        return None
+    score = callback.best_model_score
+    return callback.best_model_path, None if score is None else float(score)
 
 
 def check_unique_state_keys(callbacks: Sequence[Callback]) -> None:

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.best_checkpoint import best_checkpoint
+from callbacks.best_checkpoint import BestSaved, best_checkpoint
 from callbacks.deployment import deployable, ship
 from callbacks.prune_settings import PruneSettings
 from callbacks.quantization_aware_training import QATSettings, fine_tune_qat
@@ -154,40 +154,25 @@ class PostTrainingQuantization(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.fit_started = time.perf_counter()
-        self.best_reached: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.best_seen = _best_of(trainer)  # a resumed fit's earlier best is not this fit's
+        self.best_saved = BestSaved(trainer, self.fit_started)
 
-    # Lightning saves a checkpoint after every other callback's epoch-end hook: an epoch's best is seen, checkpoint
-    # written, when the next epoch starts or training ends.
+    # Lightning writes checkpoints after every other callback's epoch-end hook: an epoch's best is seen, written,
+    # when the next epoch starts or training ends.
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._note_best(trainer)
+        self.best_saved.note(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._note_best(trainer)
-
-    def _note_best(self, trainer: Trainer) -> None:
-        best = _best_of(trainer)
-        if best is not None and best != getattr(self, "best_seen", None):
-            self.best_seen = best
-            seconds = time.perf_counter() - self.fit_started
-            self.best_reached = {"epoch": trainer.current_epoch, "seconds": seconds}  # epochs done, so far
+        self.best_saved.note(trainer)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
             stages = Stages()
             stages.add("fit", time.perf_counter() - getattr(self, "fit_started", time.perf_counter()))
-            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer), stages, self._fit_to_best())
+            saved = self.best_saved.figures() if hasattr(self, "best_saved") else None
+            self.run(trainer, pl_module, trainer.datamodule, best_checkpoint(trainer), stages, saved)
         trainer.strategy.barrier("post_training_quantization")  # other ranks wait for the report
-
-    def _fit_to_best(self) -> dict[str, float] | None:
-        """The best checkpoint's epoch and the seconds from the fit's start to its end, when this fit saved it (a
-        resumed fit that never beat the earlier best has none)."""
-        reached = getattr(self, "best_reached", None)
-        if reached is None:
-            return None
-        return {"epoch": reached["epoch"], "seconds": round(reached["seconds"], 3)}
 
     def run(
         self,
@@ -342,12 +327,3 @@ def tensorboard(trainer: Trainer) -> SummaryWriter | None:
     """The run's ``SummaryWriter`` when it logs to TensorBoard."""
     logger = trainer.logger
     return logger.experiment if isinstance(logger, TensorBoardLogger) else None
-
-
-def _best_of(trainer: Trainer) -> tuple[str, float | None] | None:
-    """The best checkpoint's path and score so far, or ``None``."""
-    callback = trainer.checkpoint_callback
-    if callback is None or not callback.best_model_path:
-        return None
-    score = callback.best_model_score
-    return callback.best_model_path, None if score is None else float(score)
