@@ -166,3 +166,28 @@ def tiny_text_model(folder: Path, hidden: int = 16, sparse_input: bool = False):
     dm.setup("fit")
     calibration = [x.to_dense() for x, _ in dm.train_dataloader()][:4]
     return dm, net, QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=sparse_input)
+
+
+def blobs_mlp(hidden_layers: int, train: int, test: int, val: int) -> tuple[nn.Module, list, list]:
+    """An MLP (32 -> 64, ``hidden_layers`` of 64 units -> 10) trained with Adam on 10 overlapping Gaussian blobs in
+    32 dimensions (accuracy ~80 %, sensitive to the weights), on ``train`` examples; then ``test`` and ``val``
+    examples, in batches of 100. The same arguments give the same model and batches."""
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 32, generator=generator) * 0.6
+
+    def batches(n: int) -> list:
+        y = torch.randint(0, 10, (n,), generator=generator)
+        x = centers[y] + torch.randn(n, 32, generator=generator)
+        return [(x[i : i + 100], y[i : i + 100]) for i in range(0, n, 100)]
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(32, 64), nn.ReLU()]
+    for _ in range(hidden_layers - 1):
+        layers += [nn.Linear(64, 64), nn.ReLU()]
+    net = nn.Sequential(*layers, nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for x, y in batches(train):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval(), batches(test), batches(val)

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
 
 from callbacks import PostTrainingQuantization
 from cli import main
@@ -18,34 +17,14 @@ from quantization.decide.decision import Budget
 from quantization.measure.rows import MeasureSettings
 from quantization.pipeline import quantization_report
 from quantization.ship.bundle import load_bundle
-from tests.helpers import checkpoint_callback_args, cli_error, mnist_args, text_args, write_text_corpus
+from tests.helpers import blobs_mlp, checkpoint_callback_args, cli_error, mnist_args, text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1, 64), min_run_time_s=0.005)
 
 
-def trained_mlp() -> tuple[nn.Module, list, list]:
-    """A 3-layer MLP trained on 10 overlapping Gaussian blobs in 32 dimensions; test and validation batches."""
-    generator = torch.Generator().manual_seed(0)
-    centers = torch.randn(10, 32, generator=generator) * 0.6  # overlapping: accuracy ~80 %, sensitive to the weights
-
-    def batches(n: int) -> list:
-        y = torch.randint(0, 10, (n,), generator=generator)
-        x = centers[y] + torch.randn(n, 32, generator=generator)
-        return [(x[i : i + 100], y[i : i + 100]) for i in range(0, n, 100)]
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for x, y in batches(3000):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
-    return net.eval(), batches(1000), batches(1000)
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    net, test, val = trained_mlp()
+    net, test, val = blobs_mlp(2, 3000, 1000, 1000)
     folder = tmp_path_factory.mktemp("report")
     methods = {
         "int2_weight_only": METHODS["int2_weight_only"].make_settings({"group_size": None}),
@@ -96,7 +75,7 @@ def test_report_files_carry_the_decision(report):
 
 
 def test_no_budget_no_decision(tmp_path):
-    net, test, _ = trained_mlp()
+    net, test, _ = blobs_mlp(2, 3000, 1000, 1000)
     _, decision = quantization_report(net, {"fp16": None}, test, QuantizationData(test[0][0][:1]), tmp_path, FAST)
     assert decision is None and "recommendation" not in json.loads((tmp_path / "report.json").read_text())
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy.stats import binomtest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.deployment import _CARD_KEYS, ship
@@ -28,7 +27,7 @@ from quantization.decide.recommend import recommend
 from quantization.measure.against_fp32 import accuracy_against, paired_outcomes
 from quantization.measure.rows import MeasureSettings
 from quantization.pipeline import quantization_report
-from tests.helpers import text_args, write_text_corpus
+from tests.helpers import blobs_mlp, text_args, write_text_corpus
 
 FAST = MeasureSettings(latency_batch_sizes=(1,), min_run_time_s=0.005)
 
@@ -164,28 +163,8 @@ def test_max_bytes_that_leaves_fp32_out_is_in_the_main_reason():
     assert result["reason"].endswith("max_bytes (195.3 KB) leaves out 1 of 2 rows, fp32 among them (390.6 KB).")
 
 
-def blobs_mlp() -> tuple[nn.Module, list, list]:
-    """A small MLP on overlapping Gaussian blobs; test and validation batches (~80 % accurate)."""
-    generator = torch.Generator().manual_seed(0)
-    centers = torch.randn(10, 32, generator=generator) * 0.6
-
-    def batches(n: int) -> list:
-        y = torch.randint(0, 10, (n,), generator=generator)
-        x = centers[y] + torch.randn(n, 32, generator=generator)
-        return [(x[i : i + 100], y[i : i + 100]) for i in range(0, n, 100)]
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for x, y in batches(2000):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
-    return net.eval(), batches(600), batches(500)
-
-
 def test_report_json_markdown_and_tensorboard_carry_the_intervals(tmp_path):
-    net, test, val = blobs_mlp()
+    net, test, val = blobs_mlp(1, 2000, 600, 500)
     methods = {"int2_weight_only": METHODS["int2_weight_only"].make_settings({"group_size": None}), "fp16": None}
     writer = SummaryWriter(str(tmp_path / "tb"))
     quantization_report(
