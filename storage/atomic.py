@@ -28,11 +28,13 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` as :func:`atomic_write` writes: straight to the temporary file, not serialized
-    in memory first (a 13 MB checkpoint: 20 ms against Lightning's 31). Not synced to disk, as Lightning's own
-    checkpoint writes are not: a reader sees the old file or the whole new one."""
+    in memory first, and without the zip records' CRC-32, which ``torch.load`` never checks (a 13 MB checkpoint:
+    11 ms against Lightning's 31; 21 with the CRC). Not synced to disk, as Lightning's own checkpoint writes are not:
+    a reader sees the old file or the whole new one."""
     import torch
+    from torch.utils.serialization import config
 
-    with _replacing(path, sync=False) as f:
+    with _replacing(path, sync=False) as f, config.patch("save.compute_crc32", False):
         torch.save(obj, f)
     return Path(path)
 

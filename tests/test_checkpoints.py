@@ -148,3 +148,7 @@ def test_checkpoints_are_written_whole_by_the_local_writer_unless_another_is_con
     loaded = torch.load(path, weights_only=True)
     assert loaded["epoch"] == 4 and torch.equal(loaded["state_dict"]["w"], torch.arange(6.0))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left beside it
+    # Written without the zip's CRC-32 (torch.load never reads it); every other torch.save keeps computing it.
+    from torch.utils.serialization import config
+
+    assert config.save.compute_crc32

@@ -26,6 +26,8 @@ from runtime.native import gen_unicode
 FOLDER = "device"
 NATIVE_SOURCES = Path(__file__).resolve().parents[2] / "runtime" / "native"
 COMPILE = ["-std=c99", "-Os", "-Wall", "-Werror"]  # as the device test builds the folder
+_IMAGE_ARRAY = "static const uint32_t ql_model_image"
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02X}" for b in range(256)).encode("ascii"), dtype=np.uint16)  # byte -> 2 digits
 
 
 def workspace_bytes(steps: Sequence[Step], text: bool, input_dim: int, num_classes: int, term_bytes: int) -> int:
@@ -38,11 +40,10 @@ def workspace_bytes(steps: Sequence[Step], text: bool, input_dim: int, num_class
     return per_term + 2 * up8(4 * width) + 2 * up8(width) + up8(4 * width)
 
 
-def model_header(image: bytes, steps: Sequence[Step], text: bool, workspace: int) -> str:
+def model_header(image: bytes, steps: Sequence[Step], text: bool, workspace: int) -> bytes:
     """``model.h``: the build settings of this model, and its image as ``const`` 32-bit little-endian words."""
     ops = sum(1 << OPS[step.op] for step in steps)
-    words = len(image) // 4
-    return "\n".join(
+    settings = "\n".join(
         [
             "/* This bundle's model for the native core (written by Quantlight; the bytes of model.qlm). */",
             "#ifndef QL_MODEL_H",
@@ -54,35 +55,32 @@ def model_header(image: bytes, steps: Sequence[Step], text: bool, workspace: int
             "#define QL_SMALL 1",
             f"#define QL_MODEL_BYTES {len(image)}u",
             f"#define QL_WORKSPACE_BYTES {workspace}u",
-            f"static const uint32_t ql_model_image[{words}] = {{",
-            c_words(image),
-            "};",
-            "#endif",
             "",
         ]
     )
+    array = f"{_IMAGE_ARRAY}[{len(image) // 4}] = {{\n"
+    return (settings + array).encode("ascii") + c_words(image) + b"\n};\n#endif\n"
 
 
-def c_words(image: bytes, per_line: int = 8) -> str:
+def c_words(image: bytes, per_line: int = 8) -> bytes:
     """``image`` as lines of C ``uint32_t`` literals (little-endian words), ``per_line`` to a line, each followed by a
-    comma; built as one byte array (a 100,000-term fp32 model is 12.8 million words: seconds word by word).
+    comma; built as one byte array (a 100,000-term fp32 model is 12.8 million words: seconds word by word), each
+    byte's two digits looked up at once.
 
-    >>> print(c_words(bytes(range(12)), per_line=2))
+    >>> print(c_words(bytes(range(12)), per_line=2).decode())
         0x03020100,0x07060504,
         0x0B0A0908,
     """
-    words = np.frombuffer(image, dtype="<u4")
-    digits = np.frombuffer(words.astype(">u4").tobytes().hex().upper().encode("ascii"), dtype=np.uint8)
-    literals = np.empty((len(words), 11), dtype=np.uint8)  # 0xXXXXXXXX,
-    literals[:, :2], literals[:, 10] = np.frombuffer(b"0x", dtype=np.uint8), ord(",")
-    literals[:, 2:10] = digits.reshape(-1, 8)
-    lines = -(-len(words) // per_line)
-    padded = np.full((lines * per_line, 11), ord(" "), dtype=np.uint8)  # the last line's missing words: stripped
-    padded[: len(words)] = literals
+    data = np.frombuffer(image, dtype=np.uint8).reshape(-1, 4)
+    lines = -(-len(data) // per_line)
+    literals = np.full((lines * per_line, 11), ord(" "), dtype=np.uint8)  # 0xXXXXXXXX, (the last line's rest: spaces)
+    words = literals[: len(data)]
+    words[:, 0], words[:, 1], words[:, 10] = ord("0"), ord("x"), ord(",")
+    words[:, 2:10].view(np.uint16)[:] = _HEX_PAIRS[data[:, ::-1]]  # most significant byte first
     text = np.empty((lines, 4 + per_line * 11 + 1), dtype=np.uint8)  # four spaces, the literals, a newline
-    text[:, :4], text[:, 4:-1], text[:, -1] = ord(" "), padded.reshape(lines, -1), ord("\n")
-    out = text.tobytes().decode("ascii")
-    return out[:-1] if len(words) % per_line == 0 else out.rstrip()
+    text[:, :4], text[:, 4:-1], text[:, -1] = ord(" "), literals.reshape(lines, -1), ord("\n")
+    missing = (-len(data)) % per_line  # words the last line lacks: its trailing spaces go, with the final newline
+    return text.reshape(-1)[: text.size - 1 - 11 * missing].tobytes()
 
 
 PREDICT_C = """/* This model's predict functions: the core compiled with model.h's settings, the model in flash, static
@@ -193,8 +191,7 @@ def device_files(
     input_dim = steps[0].in_dim if text else _input_dim(preprocessing)
     term_bytes = _longest_term(preprocessing) if text else 0
     workspace = workspace_bytes(steps, text, input_dim, num_classes, term_bytes)
-    files = {
-        "model.h": model_header(image, steps, text, workspace),
+    sources = {
         "predict.h": predict_header(text, input_dim),
         "predict.c": PREDICT_C,
         "main.c": MAIN_C,
@@ -202,8 +199,11 @@ def device_files(
         "quantlight.c": (NATIVE_SOURCES / "quantlight.c").read_text(encoding="utf-8"),
     }
     if text:
-        files["unicode_tables.h"] = unicode_tables()
-    return {f"{FOLDER}/{name}": content.encode("utf-8") for name, content in files.items()}
+        sources["unicode_tables.h"] = unicode_tables()
+    files = {"model.h": model_header(image, steps, text, workspace)} | {
+        name: content.encode("utf-8") for name, content in sources.items()
+    }
+    return {f"{FOLDER}/{name}": content for name, content in files.items()}
 
 
 @functools.cache
@@ -225,7 +225,8 @@ def _longest_term(preprocessing: Mapping[str, Any]) -> int:
 def footprint(files: Mapping[str, bytes], model_bytes: int) -> dict[str, Any]:
     """Flash and RAM of the device build, from the sizes of ``predict.c``'s object compiled with ``cc -Os`` (the model
     array stubbed out, its bytes added: a large vocabulary compiles slowly), or why there are none (no C compiler)."""
-    config = files[f"{FOLDER}/model.h"].decode().split("static const uint32_t")[0]
+    header = files[f"{FOLDER}/model.h"]
+    config = header[: header.index(_IMAGE_ARRAY.encode("ascii"))].decode("ascii")
     text = f"{FOLDER}/unicode_tables.h" in files
     figures = _compiled_sizes(config, text)
     if figures is None:
@@ -250,7 +251,7 @@ def _compiled_sizes(config: str, text: bool) -> tuple[int, int, int] | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "model.h").write_text(config + "static const uint32_t ql_model_image[1] = {0};\n#endif\n")
+        (folder / "model.h").write_text(config + f"{_IMAGE_ARRAY}[1] = {{0}};\n#endif\n")
         (folder / "predict.h").write_text(predict_header(text, 1))
         (folder / "predict.c").write_text(PREDICT_C)
         for name in ("quantlight.h", "quantlight.c"):
