@@ -41,6 +41,7 @@ from quantization.candidates.pruning import (
     unit_importance,
 )
 from quantization.measure.rows import Batch, Candidate, RowInputs
+from runtime import featurizer
 from storage.checkpoints import load_net_weights
 
 
@@ -150,6 +151,8 @@ def pruned_candidates(
             statistics = input_statistics(inputs, vocabulary)
     scores = input_importance(net, statistics, settings.importance)
     normalize = normalizes(preprocessing)
+    tokenize = featurizer(preprocessing)  # the pruned vocabularies keep its tokenizing: each split tokenized once
+    split_terms = {split: tokenize.terms(datamodule.split_rows(split).texts) for split in ("test", "val")}
     candidates = []
     for terms, hidden, name in shapes:
         columns = keep_top(scores, terms)
@@ -167,7 +170,9 @@ def pruned_candidates(
         info |= {"pruned_terms": terms, "vocabulary_terms": vocabulary, "importance": settings.importance}
         info |= {"hidden_units": trained[hidden_layer(trained)].in_features} if hidden is not None else {}
         pruned_preprocessing = prune_preprocessing(preprocessing, columns)
-        inputs = _row_inputs(datamodule, name, pruned_preprocessing, batches, columns, normalize, calibration_batches)
+        inputs = _row_inputs(
+            datamodule, name, pruned_preprocessing, split_terms, batches, columns, normalize, calibration_batches
+        )
         for method in settings.methods:
             chosen = method_settings.get(method) or METHODS[method].make_settings()
             candidates.append(Candidate(method, chosen, f"{method}+{name}", trained, info, inputs=inputs))
@@ -211,20 +216,21 @@ def _row_inputs(
     datamodule: LightningDataModule,
     name: str,
     preprocessing: dict[str, Any],
+    terms: Mapping[str, Sequence[Sequence[str]]],
     batches: Sequence[Batch],
     columns: torch.Tensor,
     normalize: bool,
     calibration_batches: int,
 ) -> RowInputs:
     """The pruned model's test and validation batches from raw text through the pruned vocabulary's featurizer (what
-    its bundle computes), calibration batches from the run's own (kept columns, renormalized)."""
+    its bundle computes; ``terms``: each split's texts' terms), calibration batches from the run's own (kept columns,
+    renormalized)."""
     size = len(batches[0][1])
-    test = featurized_batches(
-        preprocessing, datamodule.split_rows("test").texts, torch.cat([y for _, y in batches]), size
-    )
+    test_texts, val_texts = datamodule.split_rows("test").texts, datamodule.split_rows("val").texts
+    test = featurized_batches(preprocessing, test_texts, torch.cat([y for _, y in batches]), size, terms["test"])
     datamodule.setup("fit")
     val_labels = torch.cat([y.cpu() for _, y in datamodule.val_dataloader()])
-    val = featurized_batches(preprocessing, datamodule.split_rows("val").texts, val_labels, size)
+    val = featurized_batches(preprocessing, val_texts, val_labels, size, terms["val"])
     with whole_training_split(datamodule) as inputs:
         first = itertools.islice(inputs, calibration_batches)
         calibration = [select_columns(x, columns, normalize).to_dense() for x in first]  # (B, K) each

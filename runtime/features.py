@@ -8,6 +8,7 @@ which a sparse-input artifact reads directly; ``featurize(texts)`` gives the sam
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from math import log, sqrt
@@ -192,7 +193,54 @@ class TextFeaturizer:
         """The texts' term ids and weights (the non-zeros of :meth:`__call__`'s rows), padded to the longest."""
         if isinstance(texts, str):
             raise ValueError("Expected a list of texts, got one str: wrap it in a list.")
-        return Bag.from_rows([self.row(text) for text in texts])
+        if len(texts) == 1:  # a request of one text: per-text Python is cheaper than numpy's set-up
+            return Bag.from_rows([self.row(texts[0])])
+        rows, ids, values = self.nonzeros(self.terms(texts))
+        return Bag.from_coo(rows, ids, values, len(texts))
+
+    def terms(self, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's terms (tokens, then word n-grams), as :meth:`nonzeros` reads them; they depend on the tokenizing
+        settings only, so one list serves every vocabulary cut from the same vectorizer."""
+        if isinstance(texts, str):
+            raise ValueError("Expected a list of texts, got one str: wrap it in a list.")
+        return [self._terms(text) for text in texts]
+
+    def nonzeros(self, terms: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`row` of many texts at once, from their :meth:`terms`: ``(text index, column, float64 value)`` of
+        every non-zero, by text then column; the values are :meth:`row`'s bit for bit (the same float64 products,
+        quotients and correctly rounded square roots; each norm's squares summed one column at a time, in order).
+
+        >>> featurize = TextFeaturizer({"good": 0, "car": 1}, idf=[1.0, 2.0])
+        >>> [a.tolist() for a in featurize.nonzeros([["car", "good", "car"], [], ["car"]])]
+        [[0, 0, 2], [0, 1, 1], [0.24253562503633297, 0.9701425001453319, 1.0]]
+        """
+        counts = np.fromiter(map(len, terms), np.int64, len(terms))
+        found = np.fromiter(
+            map(self.vocabulary.get, itertools.chain.from_iterable(terms), itertools.repeat(-1)),
+            np.int64,
+            int(counts.sum()),
+        )
+        text_of = np.repeat(np.arange(len(terms), dtype=np.int64), counts)
+        keys = text_of[found >= 0] * self.input_dim + found[found >= 0]  # (text, column), sortable as one number
+        keys.sort()
+        first = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        rows, ids = np.divmod(keys[starts], self.input_dim)
+        tf = np.diff(np.append(starts, len(keys))).astype(np.float64)  # each term's count in its text
+        if self.sublinear_tf:  # math.log, as row() computes it, once per distinct count
+            tf = np.array([0.0] + [log(c) + 1.0 for c in range(1, int(tf.max(initial=0)) + 1)])[tf.astype(np.int64)]
+        values = tf if self.idf is None else tf * self.idf[ids]
+        if self.norm == "l2" and len(values):
+            lengths = np.bincount(rows, minlength=len(terms))
+            first_of = np.cumsum(lengths) - lengths
+            squares, total = values * values, np.zeros(len(terms))
+            active = np.flatnonzero(lengths)
+            for k in range(int(lengths.max())):  # the k-th square of every text that has one: row()'s order
+                active = active[lengths[active] > k]
+                total[active] += squares[first_of[active] + k]
+            values = values / np.sqrt(total)[rows]
+        return rows, ids, values
 
     def row(self, text: str) -> tuple[list[int], list[float]]:
         """One text's term columns (ascending) and their float64 values."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from datamodules.mnist import MNISTDataModule
 from datamodules.text_vectorizer import vectorizer_json_state
@@ -151,3 +151,31 @@ def test_the_featurizer_gives_scikit_learns_vectors_for_every_tweet(config):
     for start in range(0, len(texts), 2000):  # (2000, D) dense at a time
         chunk = texts[start : start + 2000]
         np.testing.assert_array_equal(featurize(chunk), reference.transform(chunk).toarray().astype(np.float32))
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"sublinear_tf": True}, {"norm": None}, {"ngram_range": (1, 2)}, {"counts": True}, {"lowercase": False}],
+    ids=["tfidf", "sublinear", "no-norm", "bigrams", "counts", "cased"],
+)
+def test_many_texts_at_once_give_each_texts_float64_values_bit_for_bit(settings):
+    """``nonzeros`` (batches of many texts, the pruned rows' test splits) against ``row`` (one text, the path the
+    native core is checked against) on every tweet and Debian description, before any rounding to float32."""
+    texts = []
+    for corpus in ("sentiment-tweets/tweets.csv", "debian-packages/descriptions.csv"):
+        with (mirror_path() / corpus).open(newline="", encoding="utf-8") as f:
+            texts += [row["text"] for row in csv.DictReader(f)]
+    texts += ["", "!!! ???", "good good good good bad", "İSTANBUL ΣΑΣ 😀😀"]  # no term, punctuation, repeats
+    settings = dict(settings)
+    kind = CountVectorizer if settings.pop("counts", False) else TfidfVectorizer
+    reference = kind(token_pattern=r"(?u)\b\w+\b|[^\w\s]", max_features=30_000, **settings).fit(texts[::3])
+    featurize = TextFeaturizer.from_state(vectorizer_json_state(reference))
+    rows, ids, values = featurize.nonzeros(featurize.terms(texts))
+    one_by_one = [featurize.row(text) for text in texts]
+    assert rows.tolist() == [b for b, (row_ids, _) in enumerate(one_by_one) for _ in row_ids]
+    assert ids.tolist() == [j for row_ids, _ in one_by_one for j in row_ids]
+    assert values.tolist() == [v for _, row_values in one_by_one for v in row_values]  # float64, exactly
+    bag, expected = featurize.bag(texts[-4:]), Bag.from_rows(one_by_one[-4:])  # an empty text: a row of padding
+    assert bag.lengths.tolist()[0] == 0 and bag.lengths.tolist() == expected.lengths.tolist()
+    assert np.array_equal(bag.ids, expected.ids) and np.array_equal(bag.weights, expected.weights)

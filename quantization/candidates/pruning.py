@@ -244,20 +244,30 @@ def prune_preprocessing(preprocessing: Mapping[str, Any], columns: Sequence[int]
 
 
 def featurized_batches(
-    preprocessing: Mapping[str, Any], texts: Sequence[str], labels: torch.Tensor, batch_size: int
+    preprocessing: Mapping[str, Any],
+    texts: Sequence[str],
+    labels: torch.Tensor,
+    batch_size: int,
+    terms: Sequence[Sequence[str]] | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Raw texts as a bundle with this preprocessing reads them (``runtime.featurizer``), in sparse ``(B, K)``
-    batches with their labels: what a pruned row is measured on. Each batch goes from the featurizer's term bags
-    to a coalesced sparse tensor directly: the non-zeros a dense ``(B, K)`` matrix would hold, without it."""
+    batches with their labels: what a pruned row is measured on. The featurizer's non-zeros of every text at once
+    (``TextFeaturizer.nonzeros``) go to coalesced sparse tensors directly, without a dense ``(B, K)`` matrix.
+    ``terms``: the texts' terms (``TextFeaturizer.terms``) when already found; the same for every vocabulary cut
+    from one vectorizer, so the pruned sizes tokenize a split once."""
     featurize = featurizer(preprocessing)
-    out = []
-    for i in range(0, len(texts), batch_size):
-        bag = featurize.bag(texts[i : i + batch_size])
-        kept = bag.weights != 0  # the padding, and (as a dense matrix's non-zeros) any value that rounds to 0
-        rows = np.nonzero(kept)[0]
-        indices = torch.from_numpy(np.stack([rows, bag.ids[kept]]))
-        shape = (len(bag.ids), featurize.input_dim)
-        values = torch.from_numpy(bag.weights[kept])
-        x = torch.sparse_coo_tensor(indices, values, shape, is_coalesced=True, check_invariants=False)  # built sorted
+    rows, ids, values = featurize.nonzeros(featurize.terms(texts) if terms is None else terms)
+    values = values.astype(np.float32)
+    kept = values != 0  # as a dense matrix's non-zeros: a value that rounds to 0 in float32 is left out
+    rows, ids, values = rows[kept], ids[kept], values[kept]
+    ends = np.searchsorted(rows, np.arange(batch_size, len(texts) + batch_size, batch_size))
+    out, start = [], 0
+    for i, end in zip(range(0, len(texts), batch_size), ends, strict=True):
+        indices = torch.from_numpy(np.stack([rows[start:end] - i, ids[start:end]]))
+        shape = (min(batch_size, len(texts) - i), featurize.input_dim)
+        x = torch.sparse_coo_tensor(
+            indices, torch.from_numpy(values[start:end]), shape, is_coalesced=True, check_invariants=False
+        )  # built sorted
         out.append((x, labels[i : i + batch_size]))
+        start = end
     return out
