@@ -222,12 +222,14 @@ class PostTrainingQuantization(Callback):
         )
         if decision is not None and deployable(datamodule):
             self.deploy(folder, rows, decision, net, datamodule, stages)
+        if writer is not None:
+            with stages("tensorboard"):  # the rows, charts drawn, and HParams runs
+                log_tensorboard(writer, rows, trainer.global_step, decision)
         job["stages"] = dict(stages.seconds)
         if fit_to_best is not None:
             job["fit_to_best"] = fit_to_best
         write_report(rows, folder, decision, job)
         if writer is not None:
-            log_tensorboard(writer, rows, trainer.global_step, decision)
             log_job(writer, rows, decision, job, trainer.global_step)
         seconds = time.perf_counter() - start
         rank_zero_info(

@@ -28,6 +28,7 @@ from callbacks.prune_settings import PruneSettings, PruneSize
 from errors import ConfigError
 from quantization import METHODS, QuantizationData
 from quantization.candidates.pruning import (
+    KeptColumns,
     featurized_batches,
     first_layer,
     hidden_layer,
@@ -37,7 +38,6 @@ from quantization.candidates.pruning import (
     normalizes,
     prune_model,
     prune_preprocessing,
-    select_columns,
     unit_importance,
 )
 from quantization.measure.rows import Batch, Candidate, RowInputs
@@ -161,7 +161,7 @@ def pruned_candidates(
         if hidden is not None:  # the units' mean activations, on the examples one fine-tuning epoch reads at most
             with whole_training_split(datamodule) as inputs:
                 sample = itertools.islice(inputs, batches_for(settings.examples_per_epoch, datamodule))
-                kept = (select_columns(x, columns, normalize) for x in sample)
+                kept = map(KeptColumns(columns, normalize), sample)
                 units = keep_top(unit_importance(pruned, kept), hidden)
             pruned = prune_model(net, columns, units)
         trained, info = _fine_tune(
@@ -203,9 +203,7 @@ def _fine_tune(
     module = narrower(pl_module, len(columns), units_kept)
     module.net.load_state_dict(pruned.state_dict())
     title = f"Vocabulary pruning to {len(columns):,} terms" + (f" and {units_kept} units" if units_kept else "")
-    resume = fine_tune(
-        trainer, module, datamodule, folder, settings, title, transform=lambda x: select_columns(x, columns, normalize)
-    )
+    resume = fine_tune(trainer, module, datamodule, folder, settings, title, transform=KeptColumns(columns, normalize))
     trained = copy.deepcopy(pruned)
     trained.load_state_dict(load_net_weights(resume, module))
     info = {"prune_epochs": settings.epochs, "prune_lr_scale": settings.lr_scale, "prune_checkpoint": str(resume)}
@@ -233,6 +231,7 @@ def _row_inputs(
     val = featurized_batches(preprocessing, val_texts, val_labels, size, terms["val"])
     with whole_training_split(datamodule) as inputs:
         first = itertools.islice(inputs, calibration_batches)
-        calibration = [select_columns(x, columns, normalize).to_dense() for x in first]  # (B, K) each
+        keep = KeptColumns(columns, normalize)
+        calibration = [keep(x).to_dense() for x in first]  # (B, K) each
     data = QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=True)
     return RowInputs(name, test, val, data, preprocessing)

@@ -97,7 +97,7 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert not any(tag.startswith("quant/fp32/") for tag in scalars)  # no chart per row and measure
-    assert {"job/fit_s", "job/evaluate_s", "job/latency_s", "job/write_s"} <= scalars  # the stages' seconds
+    assert {"job/fit_s", "job/evaluate_s", "job/latency_s", "job/write_s", "job/tensorboard_s"} <= scalars  # seconds
     assert {"quant/report/text_summary", "job/stages/text_summary"} <= set(events.Tags()["tensors"])
     assert "quant/comparison" in events.Tags()["images"]
     for method in default_methods():  # one run per row: a chart per measure holds every row
@@ -107,6 +107,7 @@ def test_fit_writes_report_artifacts_and_tensorboard(mnist_root, tmp_path):
         measures = ("size_bytes", "size_ratio", "memory_bytes", "accuracy", "latency_ms_bs1", "speedup_bs1")
         assert {f"quant/{tag}" for tag in measures} <= set(hparams.Tags()["scalars"])
     assert list(report["job"]["stages"])[:2] == ["fit", "data"] and report["job"]["stages"]["latency"] > 0
+    assert list(report["job"]["stages"])[-1] == "tensorboard"  # logged before the report that holds its seconds
     # When the best checkpoint was saved: its epoch (1-based) and the seconds into the fit, its write included.
     best = report["job"]["fit_to_best"]
     assert best["epoch"] == torch.load(checkpoint.best_model_path, weights_only=True)["epoch"] + 1

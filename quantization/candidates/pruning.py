@@ -194,25 +194,39 @@ def select_columns(x: torch.Tensor, columns: torch.Tensor, normalize: bool) -> t
     >>> select_columns(x.to_sparse(), torch.tensor([0, 1]), normalize=True).to_dense().tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
-    columns = torch.as_tensor(columns, dtype=torch.long)
-    if x.layout == torch.strided:
-        kept = x[:, columns].double()  # (B, K)
-        if normalize:
-            kept = kept / kept.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-        return kept.to(x.dtype)
-    x = x.to_sparse_coo().coalesce()
-    position = torch.full((x.shape[1],), -1, dtype=torch.long)
-    position[columns] = torch.arange(len(columns))
-    rows, old = x.indices()
-    new = position[old]
-    keep = new >= 0
-    rows, new, values = rows[keep], new[keep], x.values()[keep].double()
-    if normalize:
-        norms = torch.zeros(x.shape[0], dtype=torch.float64).index_add_(0, rows, values.square()).sqrt()
-        values = values / norms[rows]
-    size = (x.shape[0], len(columns))
-    indices = torch.stack([rows, new])  # still sorted by row, then column: the kept columns keep their order
-    return torch.sparse_coo_tensor(indices, values.to(x.dtype), size, is_coalesced=True, check_invariants=False)
+    return KeptColumns(columns, normalize)(x)
+
+
+class KeptColumns:
+    """:func:`select_columns` as a callable for many batches of one width (a fine-tuning's every step): each column's
+    new position (-1 when dropped) is looked up in a table built once, not per batch (0.8 MB for 100,000 terms)."""
+
+    def __init__(self, columns: torch.Tensor, normalize: bool) -> None:
+        self.columns = torch.as_tensor(columns, dtype=torch.long)
+        self.normalize = normalize
+        self._position = torch.empty(0, dtype=torch.long)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        columns = self.columns
+        if x.layout == torch.strided:
+            kept = x[:, columns].double()  # (B, K)
+            if self.normalize:
+                kept = kept / kept.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+            return kept.to(x.dtype)
+        x = x.to_sparse_coo().coalesce()
+        if len(self._position) != x.shape[1]:
+            self._position = torch.full((x.shape[1],), -1, dtype=torch.long)
+            self._position[columns] = torch.arange(len(columns))
+        rows, old = x.indices()
+        new = self._position[old]
+        keep = new >= 0
+        rows, new, values = rows[keep], new[keep], x.values()[keep].double()
+        if self.normalize:
+            norms = torch.zeros(x.shape[0], dtype=torch.float64).index_add_(0, rows, values.square()).sqrt()
+            values = values / norms[rows]
+        size = (x.shape[0], len(columns))
+        indices = torch.stack([rows, new])  # still sorted by row, then column: the kept columns keep their order
+        return torch.sparse_coo_tensor(indices, values.to(x.dtype), size, is_coalesced=True, check_invariants=False)
 
 
 def normalizes(preprocessing: Mapping[str, Any]) -> bool:

@@ -99,7 +99,8 @@ def frontier_markdown(table: Sequence[Row]) -> str:
 def frontier_figure(table: Sequence[Row]) -> Figure:
     """Accuracy change against shipped KB (log scale), every row: validation (the frontier joined by a line) and
     test side by side."""
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    figure = Figure(figsize=(11, 4.5))
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.12, top=0.92, wspace=0.18)  # a constrained layout: 2x slower
     for ax, key, title in zip(
         figure.subplots(1, 2),
         ("val_accuracy_delta", "accuracy_delta"),
