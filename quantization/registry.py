@@ -26,7 +26,8 @@ class QuantizationData:
 
     Args:
         example: A dense input batch, ``(B, input_dim)``: export shapes and dtypes come from it.
-        calibration: Dense training batches that static methods calibrate on.
+        calibration: Training batches that static methods calibrate on: dense, or sparse term weights that a
+            method densifies one batch at a time as it reads them.
         keep_fp32: Qualified names of ``nn.Linear`` layers (as ``swap.linear_layers`` names them) that the
             method leaves in fp32: stored and run as plain fp32 Linear layers, everything else quantized.
         sparse_input: The inputs are sparse term weights (TF-IDF, counts): an artifact whose first layer is a

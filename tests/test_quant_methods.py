@@ -140,6 +140,16 @@ def test_static_onnx_calibration_choices(calibration, inputs, data):
     assert relative_error(logits, net(inputs).detach()) <= METHODS["onnx_static_int8"].max_relative_error
 
 
+def test_static_onnx_calibrates_on_sparse_batches_as_on_their_dense_form(inputs, data):
+    """Sparse term-weight batches (a text run's) are kept sparse and made dense one at a time as they are read:
+    the artifact is the same, byte for byte."""
+    terms = inputs.relu()  # zeros to leave out, as a TF-IDF row has
+    dense_data = QuantizationData(example=terms[:1], calibration=[terms[:16], terms[16:]], sparse_input=True)
+    sparse_data = dataclasses.replace(dense_data, calibration=[x.to_sparse() for x in dense_data.calibration])
+    net = tiny_net()
+    assert quantize(net, "onnx_static_int8", sparse_data).data == quantize(net, "onnx_static_int8", dense_data).data
+
+
 def test_static_onnx_needs_calibration(inputs):
     with pytest.raises(ValueError, match="needs calibration batches"):
         quantize(tiny_net(), "onnx_static_int8", QuantizationData(example=inputs[:1]))

@@ -46,10 +46,10 @@ class OnnxStaticInt8Settings(OnnxInt8Settings):
 
 
 class _BatchReader(CalibrationDataReader):
-    """Feeds calibration batches to ``quantize_static`` one at a time."""
+    """Feeds calibration batches to ``quantize_static`` one at a time, each made dense only when it is read."""
 
     def __init__(self, batches) -> None:
-        self._feeds = iter([{INPUT_NAME: as_numpy(batch)} for batch in batches])
+        self._feeds = ({INPUT_NAME: as_numpy(batch)} for batch in batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
