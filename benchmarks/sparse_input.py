@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     datamodule.setup("test")
     batches = [(x, y) for x, y in datamodule.test_dataloader()]  # sparse COO, as the report reads them
     calibration = training_inputs(datamodule, 8)
-    sparse_data = QuantizationData(example=calibration[0][:1], calibration=calibration, sparse_input=True)
+    sparse_data = QuantizationData(example=calibration[0].to_dense()[:1], calibration=calibration, sparse_input=True)
     dense_data = dataclasses.replace(sparse_data, sparse_input=False)
     inputs = latency_inputs(first_rows(batches, 256), (1, 256))
     print(f"\n## {args.ckpt}: {sum(len(y) for _, y in batches):,} test texts, model only, 1 thread, side by side\n")

@@ -153,7 +153,7 @@ def run_corpus(name: str, args: argparse.Namespace, folder: Path) -> None:
     # The recommended method's dense artifact (dense TF-IDF rows in, as before sparse inputs), on the datamodule's
     # own vectors, calibrated on the batches the report calibrated on.
     calibration = training_inputs(dm, 8)
-    dense = quantize(ptq_net(cli), bundle.method, QuantizationData(calibration[0][:1], calibration))
+    dense = quantize(ptq_net(cli), bundle.method, QuantizationData(calibration[0].to_dense()[:1], calibration))
     runner = OrtRunner(dense.data) if dense.suffix == ".onnx" else None
     vectors = torch.from_numpy(dm.vectorize(test.texts).toarray().astype(np.float32))
     if runner is not None:  # in the bundle's chunks: a dynamic int8 artifact quantizes activations per call
