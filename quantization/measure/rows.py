@@ -8,6 +8,7 @@ callback both call :func:`measure_methods`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,11 @@ class RowInputs:
     val_batches: Sequence[Batch]
     data: QuantizationData
     preprocessing: Mapping[str, Any]
+
+    @functools.cached_property
+    def preprocessing_bytes(self) -> int:
+        """The size of its ``preprocessing.json``: serialized once for every row that reads it."""
+        return len(preprocessing_json(self.preprocessing))
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,6 @@ def evaluate_candidates(
     """
     own = RowInputs("", batches, val_batches, data, preprocessing or {})
     latency_sets: dict[int, dict[int, list[torch.Tensor]]] = {}  # per RowInputs: the same texts for every row
-    preprocessing_sizes: dict[int, int] = {}  # per RowInputs: its preprocessing.json's bytes
     measured = []
     for candidate in candidates:
         reads = candidate.inputs or own
@@ -243,9 +248,7 @@ def evaluate_candidates(
         if shipped is not artifact:
             row["timed_as"] = shipped.suffix.lstrip(".")  # fp32 as a bundle ships it
         if reads.preprocessing:
-            if id(reads) not in preprocessing_sizes:  # one vocabulary for many rows: serialized once
-                preprocessing_sizes[id(reads)] = len(preprocessing_json(reads.preprocessing))
-            row |= shipped_bytes(shipped, reads.data, reads.preprocessing, preprocessing_sizes[id(reads)])
+            row |= shipped_bytes(shipped, reads.data, reads.preprocessing, reads.preprocessing_bytes)
         if candidate.inputs is not None:
             row["preprocessing"] = f"{candidate.inputs.name}.preprocessing.json"
         row |= dict(candidate.info)
